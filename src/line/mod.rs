@@ -1,0 +1,265 @@
+//! The statsd line grammar: `&[u8]` in, borrowed samples out.
+//!
+//! Parsing never allocates for the common case: names, values and tag sections are slices
+//! of the receive buffer. Tags are decoded lazily ([`Tags::decode`]) because the hot path
+//! resolves a series from the raw bytes ([`Sample::identity`]) and only decodes tags the
+//! first time it sees a series.
+//!
+//! The behaviour (split order, error reasons, sampling, tag dialects) follows current
+//! statsd_exporter's `pkg/line/line.go`; see §1 of the reference notes.
+
+use std::borrow::Cow;
+
+/// Which tag dialects are recognised; all on by default, as in statsd_exporter
+/// (`--[no-]statsd.parse-{dogstatsd,influxdb,librato,signalfx}-tags`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dialects {
+    /// `name:1|c|#k:v,k2:v2`
+    pub dogstatsd: bool,
+    /// `name,k=v,k2=v2:1|c`
+    pub influxdb: bool,
+    /// `name#k=v,k2=v2:1|c`
+    pub librato: bool,
+    /// `name[k=v,k2=v2]:1|c`
+    pub signalfx: bool,
+}
+
+impl Default for Dialects {
+    fn default() -> Self {
+        Dialects {
+            dogstatsd: true,
+            influxdb: true,
+            librato: true,
+            signalfx: true,
+        }
+    }
+}
+
+/// The event kind a sample turns into, which selects the Prometheus type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EventKind {
+    /// `c`
+    Counter,
+    /// `g`
+    Gauge,
+    /// `ms`, `h`, `d`: observed into a summary or histogram.
+    Observer,
+}
+
+impl EventKind {
+    /// The label value statsd_exporter uses for this kind in its self-metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Counter => "counter",
+            EventKind::Gauge => "gauge",
+            EventKind::Observer => "observer",
+        }
+    }
+}
+
+/// The statsd type letter of a sample.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StatType {
+    /// `c`
+    Counter,
+    /// `g`
+    Gauge,
+    /// `ms`: milliseconds, converted to seconds unless a profile asks for raw values.
+    Timer,
+    /// `h`
+    Histogram,
+    /// `d`
+    Distribution,
+}
+
+impl StatType {
+    /// The event kind of this type.
+    pub fn kind(self) -> EventKind {
+        match self {
+            StatType::Counter => EventKind::Counter,
+            StatType::Gauge => EventKind::Gauge,
+            StatType::Timer | StatType::Histogram | StatType::Distribution => EventKind::Observer,
+        }
+    }
+}
+
+/// Why a line or a sample was rejected. The variant names are the `reason` label values of
+/// `statsd_exporter_sample_errors_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum SampleError {
+    /// No `:`, empty name, or not valid UTF-8.
+    #[error("malformed_line")]
+    MalformedLine,
+    /// Name-embedded tags and DogStatsD tags on one line.
+    #[error("mixed_tagging_styles")]
+    MixedTaggingStyles,
+    /// Fewer than two `|`-separated parts after the colon.
+    #[error("not_enough_parts_after_colon")]
+    NotEnoughPartsAfterColon,
+    /// DogStatsD extended aggregation (`a:1:2|x`) on a type other than ms/h/d.
+    #[error("invalid_extended_aggregate_type")]
+    InvalidExtendedAggregateType,
+    /// Too few or too many components, or an empty one.
+    #[error("malformed_component")]
+    MalformedComponent,
+    /// The value is not a float.
+    #[error("malformed_value")]
+    MalformedValue,
+    /// A bad `@rate`, or an unknown component.
+    #[error("invalid_sample_factor")]
+    InvalidSampleFactor,
+    /// `|c` without `:id`, or with an empty id.
+    #[error("malformed_container_id")]
+    MalformedContainerId,
+    /// An unknown or unsupported type letter (`s` included).
+    #[error("illegal_event")]
+    IllegalEvent,
+}
+
+impl SampleError {
+    /// Every reason, in a fixed order; `index()` gives a reason's position here.
+    pub const ALL: [SampleError; 9] = [
+        SampleError::MalformedLine,
+        SampleError::MixedTaggingStyles,
+        SampleError::NotEnoughPartsAfterColon,
+        SampleError::InvalidExtendedAggregateType,
+        SampleError::MalformedComponent,
+        SampleError::MalformedValue,
+        SampleError::InvalidSampleFactor,
+        SampleError::MalformedContainerId,
+        SampleError::IllegalEvent,
+    ];
+
+    /// Position in [`SampleError::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The `reason` label value.
+    pub fn reason(self) -> &'static str {
+        match self {
+            SampleError::MalformedLine => "malformed_line",
+            SampleError::MixedTaggingStyles => "mixed_tagging_styles",
+            SampleError::NotEnoughPartsAfterColon => "not_enough_parts_after_colon",
+            SampleError::InvalidExtendedAggregateType => "invalid_extended_aggregate_type",
+            SampleError::MalformedComponent => "malformed_component",
+            SampleError::MalformedValue => "malformed_value",
+            SampleError::InvalidSampleFactor => "invalid_sample_factor",
+            SampleError::MalformedContainerId => "malformed_container_id",
+            SampleError::IllegalEvent => "illegal_event",
+        }
+    }
+}
+
+/// Counters a parse produces, accumulated by the caller over a batch and published once
+/// (so the hot path touches no shared cache line per line).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ParseCounters {
+    /// `statsd_exporter_samples_total`: every sample attempted, valid or not.
+    pub samples: u64,
+    /// `statsd_exporter_sample_errors_total{reason}`, indexed by [`SampleError::index`].
+    pub errors: [u64; 9],
+}
+
+impl ParseCounters {
+    /// Records one error.
+    pub fn record(&mut self, err: SampleError) {
+        self.errors[err.index()] += 1;
+    }
+}
+
+/// One valid sample of a line. Everything borrows the line.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample<'a> {
+    /// The metric name with any name-embedded tag block removed. Borrowed unless a SignalFx
+    /// block sat in the middle of the name (`foo.[a=b]test` → `foo.test`).
+    pub metric: Cow<'a, str>,
+    /// The statsd type letter.
+    pub stat_type: StatType,
+    /// The value as sent, divided by the sample rate for counters. Timer values are still in
+    /// milliseconds: see [`Sample::value_in_base_unit`].
+    pub value: f64,
+    /// The value text began with `+` or `-` (relative gauge update).
+    pub relative: bool,
+    /// How many observations this sample stands for: `int(1/rate)` for observers sent with
+    /// `@rate`, else 1. May be 0 (a rate above 1), in which case nothing is observed.
+    pub repeat: u32,
+    /// The tags of this sample, decoded on demand.
+    pub tags: Tags<'a>,
+}
+
+impl Sample<'_> {
+    /// The event kind.
+    pub fn kind(&self) -> EventKind {
+        self.stat_type.kind()
+    }
+
+    /// The value statsd_exporter observes: timers (`ms`) in seconds, everything else as is.
+    pub fn value_in_base_unit(&self) -> f64 {
+        if self.stat_type == StatType::Timer {
+            self.value / 1000.0
+        } else {
+            self.value
+        }
+    }
+
+    /// The raw byte sections that determine this sample's series, apart from its type:
+    /// the whole name section (name-embedded tags included), the DogStatsD tag section, and
+    /// the container id. Two samples with equal identity and kind decode to the same name
+    /// and labels.
+    pub fn identity(&self) -> [&[u8]; 3] {
+        [
+            self.tags.name_section.as_bytes(),
+            self.tags.dogstatsd.unwrap_or("").as_bytes(),
+            self.tags.container_id.unwrap_or("").as_bytes(),
+        ]
+    }
+}
+
+/// What [`Tags::decode`] found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TagCounts {
+    /// Valid tags passed to the callback (duplicates included), container id included.
+    pub labels: u32,
+    /// `statsd_exporter_tag_errors_total` increments: empty tags, missing separators, empty
+    /// keys or values, a lone SignalFx bracket.
+    pub errors: u32,
+}
+
+/// The tag sections of a sample, still raw. The dialect flags in force at parse time are
+/// kept so decoding agrees with the parse.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tags<'a> {
+    /// The whole name section of the line (before the first `:`), with embedded tags.
+    pub name_section: &'a str,
+    /// The DogStatsD tag section after `|#`, if present and the dialect is on.
+    pub dogstatsd: Option<&'a str>,
+    /// The DogStatsD container id after `|c:`.
+    pub container_id: Option<&'a str>,
+    /// The dialects that were on at parse time.
+    pub dialects: Dialects,
+}
+
+impl<'a> Tags<'a> {
+    /// Decodes every tag in wire order (name-embedded tags, then DogStatsD tags, then
+    /// `container_id`), calling `f(key, value)` for each valid one. Keys are escaped with
+    /// [`crate::naming::escape_metric_name`]; values are passed as sent. A later duplicate key
+    /// must overwrite an earlier one: that is the caller's job.
+    pub fn decode(&self, f: impl FnMut(Cow<'a, str>, &'a str)) -> TagCounts {
+        tags::decode(self, f)
+    }
+}
+
+mod grammar;
+mod tags;
+
+/// Parses one line (no trailing newline), calling `on_sample` for each valid sample and
+/// recording samples and errors in `counters`. Empty lines yield nothing.
+pub fn parse_line<'a>(
+    line: &'a [u8],
+    dialects: &Dialects,
+    counters: &mut ParseCounters,
+    on_sample: impl FnMut(Sample<'a>),
+) {
+    grammar::parse_line(line, dialects, counters, on_sample)
+}

@@ -1,0 +1,1 @@
+//! Placeholder: Envoy tag extraction is being written.

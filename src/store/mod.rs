@@ -1,0 +1,3 @@
+//! Sharded series storage: counters, gauges, histograms and summaries; TTL; conflicts.
+
+pub mod options;

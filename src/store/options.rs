@@ -1,0 +1,84 @@
+//! How an observer series aggregates: the options a mapping rule (or the defaults) selects.
+
+use std::time::Duration;
+
+/// One summary objective: the quantile and its allowed rank error.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Objective {
+    /// The quantile, in [0, 1].
+    pub quantile: f64,
+    /// The allowed rank error, in [0, 1].
+    pub error: f64,
+}
+
+/// Summary options, with statsd_exporter's (client_golang's) defaults.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SummaryOptions {
+    /// Objectives; default 0.5±0.05, 0.9±0.01, 0.99±0.001.
+    pub objectives: Vec<Objective>,
+    /// The sliding window length; default 10 minutes.
+    pub max_age: Duration,
+    /// How many buckets the window rotates through; default 5.
+    pub age_buckets: u32,
+    /// Observations buffered before they are merged into the streams; default 500.
+    pub buf_cap: u32,
+}
+
+impl Default for SummaryOptions {
+    fn default() -> Self {
+        SummaryOptions {
+            objectives: vec![
+                Objective {
+                    quantile: 0.5,
+                    error: 0.05,
+                },
+                Objective {
+                    quantile: 0.9,
+                    error: 0.01,
+                },
+                Objective {
+                    quantile: 0.99,
+                    error: 0.001,
+                },
+            ],
+            max_age: Duration::from_secs(600),
+            age_buckets: 5,
+            buf_cap: 500,
+        }
+    }
+}
+
+/// Prometheus' `DefBuckets`, the default histogram layout.
+pub const DEFAULT_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Histogram options.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HistogramOptions {
+    /// Upper bounds, strictly increasing, without `+Inf` (which is always present).
+    pub buckets: Vec<f64>,
+}
+
+impl Default for HistogramOptions {
+    fn default() -> Self {
+        HistogramOptions {
+            buckets: DEFAULT_BUCKETS.to_vec(),
+        }
+    }
+}
+
+/// How observer events aggregate into a series.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ObserverOptions {
+    /// A summary (statsd_exporter's default).
+    Summary(SummaryOptions),
+    /// A histogram.
+    Histogram(HistogramOptions),
+}
+
+impl Default for ObserverOptions {
+    fn default() -> Self {
+        ObserverOptions::Summary(SummaryOptions::default())
+    }
+}
