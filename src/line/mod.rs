@@ -22,6 +22,11 @@ pub struct Dialects {
     pub librato: bool,
     /// `name[k=v,k2=v2]:1|c`
     pub signalfx: bool,
+    /// The DogStatsD tag section runs to the end of the line, so tag values may contain `|`.
+    /// Off by default (statsd_exporter splits on every `|`); the Envoy profile turns it on
+    /// because Envoy's `dog_statsd` sink always writes tags last and Istio cluster names
+    /// (`outbound|9080|v1|reviews...`) contain `|`.
+    pub dogstatsd_tags_last: bool,
 }
 
 impl Default for Dialects {
