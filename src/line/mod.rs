@@ -36,6 +36,7 @@ impl Default for Dialects {
             influxdb: true,
             librato: true,
             signalfx: true,
+            dogstatsd_tags_last: false,
         }
     }
 }
