@@ -2,6 +2,7 @@
 //!
 //! The modules follow a datagram's path: [`ingest`] (sockets) → [`line`] (grammar) →
 //! [`mapping`] (names and labels) → [`store`] (aggregation) → [`expose`] (HTTP exposition).
+//! [`pipeline`] is the hot path that joins line, mapping and store for one receive thread.
 
 pub mod line;
 pub mod mapping;

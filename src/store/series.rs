@@ -1,0 +1,232 @@
+//! One series' state and the lock-free updates the hot path performs on it.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use super::options::{HistogramOptions, SummaryOptions};
+use super::summary::{SlidingSummary, SummarySnapshot};
+
+/// An `f64` updated atomically (bit pattern in an `AtomicU64`).
+#[derive(Debug, Default)]
+pub(crate) struct AtomicF64(AtomicU64);
+
+impl AtomicF64 {
+    pub(crate) fn new(v: f64) -> Self {
+        AtomicF64(AtomicU64::new(v.to_bits()))
+    }
+
+    #[inline]
+    pub(crate) fn load(&self) -> f64 {
+        f64::from_bits(self.0.load(Ordering::Relaxed))
+    }
+
+    #[inline]
+    pub(crate) fn store(&self, v: f64) {
+        self.0.store(v.to_bits(), Ordering::Relaxed)
+    }
+
+    #[inline]
+    pub(crate) fn add(&self, v: f64) {
+        let mut cur = self.0.load(Ordering::Relaxed);
+        loop {
+            let next = (f64::from_bits(cur) + v).to_bits();
+            match self
+                .0
+                .compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+}
+
+/// A histogram's buckets: per-bucket (not cumulative) counts so an observation touches one
+/// bucket; the exposition accumulates.
+#[derive(Debug)]
+pub(crate) struct HistogramCell {
+    pub(crate) bounds: Box<[f64]>,
+    /// `bounds.len() + 1` counters; the last is the `+Inf` overflow bucket.
+    pub(crate) counts: Box<[AtomicU64]>,
+    pub(crate) sum: AtomicF64,
+}
+
+impl HistogramCell {
+    fn new(opts: &HistogramOptions) -> Self {
+        let bounds: Box<[f64]> = opts.buckets.clone().into_boxed_slice();
+        let counts = (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect();
+        HistogramCell {
+            bounds,
+            counts,
+            sum: AtomicF64::new(0.0),
+        }
+    }
+
+    #[inline]
+    fn observe(&self, v: f64, n: u32) {
+        // Prometheus buckets are upper-inclusive: v lands in the first bound >= v. NaN
+        // lands in +Inf, as client_golang's search does.
+        let idx = self.bounds.partition_point(|b| *b < v);
+        let idx = if v.is_nan() { self.bounds.len() } else { idx };
+        self.counts[idx].fetch_add(u64::from(n), Ordering::Relaxed);
+        self.sum.add(v * f64::from(n));
+    }
+
+    /// Cumulative bucket counts (bounds order, then +Inf) and the sum.
+    pub(crate) fn snapshot(&self) -> (Vec<u64>, f64) {
+        let mut acc = 0u64;
+        let cumulative = self
+            .counts
+            .iter()
+            .map(|c| {
+                acc = acc.saturating_add(c.load(Ordering::Relaxed));
+                acc
+            })
+            .collect();
+        (cumulative, self.sum.load())
+    }
+}
+
+/// The value part of a series.
+#[derive(Debug)]
+pub(crate) enum SeriesValue {
+    Counter(AtomicF64),
+    Gauge(AtomicF64),
+    Histogram(HistogramCell),
+    Summary(Mutex<SlidingSummary>),
+}
+
+/// A series: its sorted labels, its value, and what TTL expiry needs.
+#[derive(Debug)]
+pub struct Series {
+    pub(crate) labels: super::Labels,
+    pub(crate) value: SeriesValue,
+    /// Coarse-clock milliseconds of the last update.
+    pub(crate) last_update: AtomicU64,
+    /// Milliseconds without update after which the series expires; 0 = never.
+    pub(crate) ttl_ms: AtomicU64,
+    /// Set once the series has been removed from the store; holders must re-resolve.
+    pub(crate) dead: AtomicBool,
+}
+
+impl Series {
+    pub(crate) fn counter(labels: super::Labels, now: u64, ttl_ms: u64) -> Self {
+        Self::with(
+            labels,
+            SeriesValue::Counter(AtomicF64::new(0.0)),
+            now,
+            ttl_ms,
+        )
+    }
+
+    pub(crate) fn gauge(labels: super::Labels, now: u64, ttl_ms: u64) -> Self {
+        Self::with(labels, SeriesValue::Gauge(AtomicF64::new(0.0)), now, ttl_ms)
+    }
+
+    pub(crate) fn histogram(
+        labels: super::Labels,
+        opts: &HistogramOptions,
+        now: u64,
+        ttl_ms: u64,
+    ) -> Self {
+        Self::with(
+            labels,
+            SeriesValue::Histogram(HistogramCell::new(opts)),
+            now,
+            ttl_ms,
+        )
+    }
+
+    pub(crate) fn summary(
+        labels: super::Labels,
+        opts: &SummaryOptions,
+        now: u64,
+        ttl_ms: u64,
+        at: std::time::Instant,
+    ) -> Self {
+        let s = SlidingSummary::new(opts, at);
+        Self::with(labels, SeriesValue::Summary(Mutex::new(s)), now, ttl_ms)
+    }
+
+    fn with(
+        labels: super::Labels,
+        value: SeriesValue,
+        now: u64,
+        ttl_ms: u64,
+    ) -> Self {
+        Series {
+            labels,
+            value,
+            last_update: AtomicU64::new(now),
+            ttl_ms: AtomicU64::new(ttl_ms),
+            dead: AtomicBool::new(false),
+        }
+    }
+
+    /// The series' labels, sorted by name.
+    pub fn labels(&self) -> &[(Box<str>, Box<str>)] {
+        &self.labels
+    }
+
+    /// True once TTL expiry removed the series; an update to it would be lost.
+    #[inline]
+    pub fn is_dead(&self) -> bool {
+        self.dead.load(Ordering::Relaxed)
+    }
+
+    #[inline]
+    pub(crate) fn touch(&self, now: u64) {
+        // Only write when the coarse time moved: a hot series then stays in every core's
+        // cache in shared state instead of bouncing on each event.
+        if self.last_update.load(Ordering::Relaxed) != now {
+            self.last_update.store(now, Ordering::Relaxed);
+        }
+    }
+
+    /// Adds to a counter. Negative increments are rejected by the caller.
+    #[inline]
+    pub(crate) fn counter_add(&self, v: f64) {
+        if let SeriesValue::Counter(c) = &self.value {
+            c.add(v);
+        }
+    }
+
+    /// Sets a gauge, or adds to it when `relative`.
+    #[inline]
+    pub(crate) fn gauge_update(&self, v: f64, relative: bool) {
+        if let SeriesValue::Gauge(g) = &self.value {
+            if relative { g.add(v) } else { g.store(v) }
+        }
+    }
+
+    /// Observes `v` `n` times into a histogram or summary.
+    #[inline]
+    pub(crate) fn observe(&self, v: f64, n: u32, clock: &super::clock::CoarseClock, now: u64) {
+        match &self.value {
+            SeriesValue::Histogram(h) => h.observe(v, n),
+            SeriesValue::Summary(s) => {
+                // A poisoned lock means a panic inside the estimator; keep serving with
+                // its state rather than losing the series.
+                let mut guard = s.lock().unwrap_or_else(|e| e.into_inner());
+                guard.observe(v, n, clock.instant_at(now));
+            }
+            SeriesValue::Counter(_) | SeriesValue::Gauge(_) => {}
+        }
+    }
+
+    pub(crate) fn scalar(&self) -> f64 {
+        match &self.value {
+            SeriesValue::Counter(c) | SeriesValue::Gauge(c) => c.load(),
+            _ => f64::NAN,
+        }
+    }
+
+    pub(crate) fn summary_snapshot(&self, at: std::time::Instant) -> Option<SummarySnapshot> {
+        match &self.value {
+            SeriesValue::Summary(s) => {
+                Some(s.lock().unwrap_or_else(|e| e.into_inner()).snapshot(at))
+            }
+            _ => None,
+        }
+    }
+}

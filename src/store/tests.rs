@@ -1,0 +1,200 @@
+use super::*;
+
+fn spec<'a>(name: &'a str, kind: SeriesKind<'a>, labels: &[(&str, &str)]) -> SeriesSpec<'a> {
+    SeriesSpec {
+        name,
+        help: None,
+        kind,
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ttl: Duration::ZERO,
+    }
+}
+
+fn store() -> Store {
+    Store::with_clock(StoreOptions::default(), CoarseClock::manual())
+}
+
+#[test]
+fn same_labels_in_any_order_find_one_series() {
+    let s = store();
+    let a = s
+        .resolve(&spec("m", SeriesKind::Counter, &[("b", "2"), ("a", "1")]))
+        .unwrap();
+    let b = s
+        .resolve(&spec("m", SeriesKind::Counter, &[("a", "1"), ("b", "2")]))
+        .unwrap();
+    assert!(Arc::ptr_eq(&a, &b));
+    assert_eq!(s.series_count(), 1);
+    assert_eq!(a.labels()[0].0.as_ref(), "a");
+}
+
+#[test]
+fn different_label_sets_under_one_name_are_kept() {
+    let s = store();
+    s.resolve(&spec("m", SeriesKind::Counter, &[("a", "1")]))
+        .unwrap();
+    s.resolve(&spec("m", SeriesKind::Counter, &[("b", "1")]))
+        .unwrap();
+    s.resolve(&spec("m", SeriesKind::Counter, &[])).unwrap();
+    assert_eq!(s.families()[0].len(), 3);
+}
+
+#[test]
+fn first_type_wins() {
+    let s = store();
+    s.resolve(&spec("m", SeriesKind::Counter, &[])).unwrap();
+    let err = s.resolve(&spec("m", SeriesKind::Gauge, &[])).unwrap_err();
+    assert!(matches!(
+        err,
+        ResolveError::Conflict {
+            existing: "counter",
+            ..
+        }
+    ));
+}
+
+#[test]
+fn observer_suffixes_conflict_both_ways() {
+    let hist = ObserverOptions::Histogram(HistogramOptions::default());
+    let summ = ObserverOptions::Summary(SummaryOptions::default());
+    let s = store();
+    s.resolve(&spec("h", SeriesKind::Observer(&hist), &[]))
+        .unwrap();
+    for n in ["h_sum", "h_count", "h_bucket"] {
+        assert!(
+            s.resolve(&spec(n, SeriesKind::Counter, &[])).is_err(),
+            "{n}"
+        );
+    }
+    s.resolve(&spec("q", SeriesKind::Observer(&summ), &[]))
+        .unwrap();
+    assert!(s.resolve(&spec("q_sum", SeriesKind::Gauge, &[])).is_err());
+    // A summary has no _bucket series, so that name is free.
+    s.resolve(&spec("q_bucket", SeriesKind::Gauge, &[]))
+        .unwrap();
+
+    s.resolve(&spec("c_count", SeriesKind::Counter, &[]))
+        .unwrap();
+    assert!(
+        s.resolve(&spec("c", SeriesKind::Observer(&hist), &[]))
+            .is_err()
+    );
+    assert!(
+        s.resolve(&spec("c", SeriesKind::Observer(&summ), &[]))
+            .is_err()
+    );
+    // A counter named like the base is only a same-name conflict.
+    s.resolve(&spec("plain", SeriesKind::Counter, &[])).unwrap();
+    s.resolve(&spec("plain_sum", SeriesKind::Counter, &[]))
+        .unwrap();
+}
+
+#[test]
+fn reserved_names_are_refused() {
+    let s = Store::with_clock(
+        StoreOptions {
+            shards: 4,
+            reserved_names: vec!["statsd_exporter_lines_total".into()],
+        },
+        CoarseClock::manual(),
+    );
+    let err = s
+        .resolve(&spec(
+            "statsd_exporter_lines_total",
+            SeriesKind::Counter,
+            &[],
+        ))
+        .unwrap_err();
+    assert!(matches!(err, ResolveError::Reserved { .. }));
+    let summ = ObserverOptions::Summary(SummaryOptions::default());
+    let err = s.resolve(&spec(
+        "statsd_exporter_lines",
+        SeriesKind::Observer(&summ),
+        &[],
+    ));
+    assert!(
+        err.is_ok(),
+        "its _sum/_count do not collide with lines_total"
+    );
+}
+
+#[test]
+fn ttl_expires_idle_series_and_keeps_fresh_ones() {
+    let s = store();
+    let mut a = spec("m", SeriesKind::Counter, &[("k", "a")]);
+    a.ttl = Duration::from_secs(1);
+    let mut b = spec("m", SeriesKind::Counter, &[("k", "b")]);
+    b.ttl = Duration::from_secs(2);
+    let sa = s.resolve(&a).unwrap();
+    let sb = s.resolve(&b).unwrap();
+    s.clock().advance(1000);
+    assert_eq!(s.expire(), 0, "last_update + ttl == now is not yet expired");
+    s.clock().advance(1);
+    assert_eq!(s.expire(), 1);
+    assert!(sa.is_dead());
+    assert!(!sb.is_dead());
+    sb.touch(s.clock().now_ms());
+    s.clock().advance(1500);
+    assert_eq!(s.expire(), 0, "an update refreshes the series");
+    s.clock().advance(600);
+    assert_eq!(s.expire(), 1);
+    assert!(s.families().is_empty(), "an empty family goes too");
+    // The name is free again, even for another type.
+    s.resolve(&spec("m", SeriesKind::Gauge, &[])).unwrap();
+}
+
+#[test]
+fn no_ttl_means_never_expire() {
+    let s = store();
+    s.resolve(&spec("m", SeriesKind::Counter, &[])).unwrap();
+    s.clock().advance(u64::MAX / 4);
+    assert_eq!(s.expire(), 0);
+    assert_eq!(s.series_count(), 1);
+}
+
+#[test]
+fn chunked_walk_sees_every_series_in_order() {
+    let s = store();
+    for i in 0..1000 {
+        let v = format!("{i:04}");
+        s.resolve(&spec("m", SeriesKind::Counter, &[("i", &v)]))
+            .unwrap();
+    }
+    let fam = &s.families()[0];
+    let mut seen = Vec::new();
+    fam.for_each_series(7, |x| seen.push(x.labels()[0].1.to_string()));
+    assert_eq!(seen.len(), 1000);
+    assert!(seen.windows(2).all(|w| w[0] < w[1]));
+}
+
+#[test]
+fn counters_gauges_and_histograms_aggregate() {
+    let s = store();
+    let c = s.resolve(&spec("c", SeriesKind::Counter, &[])).unwrap();
+    c.counter_add(1.5);
+    c.counter_add(2.0);
+    assert_eq!(c.scalar(), 3.5);
+    let g = s.resolve(&spec("g", SeriesKind::Gauge, &[])).unwrap();
+    g.gauge_update(333.0, false);
+    g.gauge_update(-10.0, true);
+    g.gauge_update(4.0, true);
+    assert_eq!(g.scalar(), 327.0);
+    let hist = ObserverOptions::Histogram(HistogramOptions {
+        buckets: vec![1.0, 2.0],
+    });
+    let h = s
+        .resolve(&spec("h", SeriesKind::Observer(&hist), &[]))
+        .unwrap();
+    h.observe(1.0, 1, s.clock(), 0);
+    h.observe(1.5, 3, s.clock(), 0);
+    h.observe(9.0, 1, s.clock(), 0);
+    let super::series::SeriesValue::Histogram(cell) = &h.value else {
+        panic!()
+    };
+    let (cum, sum) = cell.snapshot();
+    assert_eq!(cum, vec![1, 4, 5]);
+    assert_eq!(sum, 1.0 + 4.5 + 9.0);
+}
