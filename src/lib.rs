@@ -7,4 +7,6 @@
 pub mod line;
 pub mod mapping;
 pub mod naming;
+pub mod pipeline;
 pub mod store;
+pub mod telemetry;

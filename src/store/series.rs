@@ -148,12 +148,7 @@ impl Series {
         Self::with(labels, SeriesValue::Summary(Mutex::new(s)), now, ttl_ms)
     }
 
-    fn with(
-        labels: super::Labels,
-        value: SeriesValue,
-        now: u64,
-        ttl_ms: u64,
-    ) -> Self {
+    fn with(labels: super::Labels, value: SeriesValue, now: u64, ttl_ms: u64) -> Self {
         Series {
             labels,
             value,

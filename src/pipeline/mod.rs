@@ -1,0 +1,332 @@
+//! The hot path: one [`Worker`] per receive thread or connection turns received bytes into
+//! series updates in place — split, parse, resolve, update — with no channel hop, no lock
+//! and no allocation for a series it has seen before.
+//!
+//! A worker remembers, per raw series identity (event kind + the name section, DogStatsD
+//! tag section and container id exactly as they appear on the wire), how that identity was
+//! resolved: the series handle, or the fact that it is dropped or conflicting. Only a
+//! first sight goes through tag decoding, the mapper and the store's locks. A mapping
+//! reload bumps a generation number that makes every worker forget its handles; TTL expiry
+//! marks a series dead, which makes the worker resolve that identity again.
+
+mod resolve;
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
+use hashbrown::HashTable;
+use metrics::Counter;
+
+use crate::line::{Dialects, EventKind, ParseCounters, Sample, SampleError, StatType, parse_line};
+use crate::mapping::{Action, Mapper};
+use crate::store::{SeriesRef, Store};
+
+pub use resolve::Profile;
+
+/// Upper bound on remembered identities per worker; beyond it the worker starts afresh, so
+/// a flood of distinct names cannot grow memory without bound.
+const MAX_HANDLES: usize = 1 << 20;
+
+/// State shared by every worker.
+pub struct Pipeline {
+    store: Arc<Store>,
+    mapper: ArcSwap<Mapper>,
+    generation: AtomicU64,
+    dialects: Dialects,
+    profile: Profile,
+}
+
+impl Pipeline {
+    /// A pipeline over `store`, mapping with `mapper`.
+    pub fn new(store: Arc<Store>, mapper: Mapper, dialects: Dialects, profile: Profile) -> Self {
+        let dialects = profile.adjust_dialects(dialects);
+        Pipeline { store, mapper: ArcSwap::from_pointee(mapper), generation: AtomicU64::new(0), dialects, profile }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// The mapper in force.
+    pub fn mapper(&self) -> Arc<Mapper> {
+        self.mapper.load_full()
+    }
+
+    /// Swaps in a new mapper atomically. Workers pick it up at their next batch; events in
+    /// flight finish with the old rules, none is lost or applied twice.
+    pub fn replace_mapper(&self, mapper: Mapper) {
+        self.mapper.store(Arc::new(mapper));
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// A new worker for one receive thread or connection.
+    pub fn worker(self: &Arc<Self>) -> Worker {
+        Worker {
+            shared: self.clone(),
+            handles: HashTable::new(),
+            hasher: foldhash::fast::RandomState::default(),
+            generation: self.generation.load(Ordering::Acquire),
+            mapper: self.mapper.load_full(),
+            counts: LocalCounts::default(),
+            telemetry: WorkerTelemetry::new(),
+        }
+    }
+}
+
+/// How one raw identity resolved.
+#[derive(Debug, Clone)]
+enum Outcome {
+    /// Update this series, after multiplying by `scale`.
+    Series { series: SeriesRef, scale: f64 },
+    /// The mapping says drop.
+    Dropped,
+    /// The series cannot be created: count the event against `counter`.
+    Failed { counter: Counter },
+}
+
+#[derive(Debug)]
+struct Handle {
+    key: Box<[u8]>,
+    hash: u64,
+    outcome: Outcome,
+    mapped: Option<Action>,
+    tag_errors: u32,
+    has_labels: bool,
+    labels_dropped: u32,
+}
+
+/// Counts accumulated over a batch and published in [`Worker::flush`].
+#[derive(Debug, Default)]
+struct LocalCounts {
+    lines: u64,
+    parse: ParseCounters,
+    tags: u64,
+    tag_errors: u64,
+    events: [u64; 3],
+    unmapped: u64,
+    actions_map: u64,
+    actions_drop: u64,
+    negative_counter: u64,
+    labels_dropped: u64,
+}
+
+/// Counter handles, looked up once per worker.
+struct WorkerTelemetry {
+    lines: Counter,
+    samples: Counter,
+    sample_errors: [Counter; 9],
+    tags: Counter,
+    tag_errors: Counter,
+    events: [Counter; 3],
+    unmapped: Counter,
+    actions_map: Counter,
+    actions_drop: Counter,
+    negative_counter: Counter,
+    labels_dropped: Counter,
+}
+
+impl WorkerTelemetry {
+    fn new() -> Self {
+        let kinds = [EventKind::Counter, EventKind::Gauge, EventKind::Observer];
+        WorkerTelemetry {
+            lines: metrics::counter!("statsd_exporter_lines_total"),
+            samples: metrics::counter!("statsd_exporter_samples_total"),
+            sample_errors: SampleError::ALL
+                .map(|e| metrics::counter!("statsd_exporter_sample_errors_total", "reason" => e.reason())),
+            tags: metrics::counter!("statsd_exporter_tags_total"),
+            tag_errors: metrics::counter!("statsd_exporter_tag_errors_total"),
+            events: kinds.map(|k| metrics::counter!("statsd_exporter_events_total", "type" => k.as_str())),
+            unmapped: metrics::counter!("statsd_exporter_events_unmapped_total"),
+            actions_map: metrics::counter!("statsd_exporter_events_actions_total", "action" => "map"),
+            actions_drop: metrics::counter!("statsd_exporter_events_actions_total", "action" => "drop"),
+            negative_counter: metrics::counter!(
+                "statsd_exporter_events_error_total", "reason" => "illegal_negative_counter"
+            ),
+            labels_dropped: metrics::counter!("statsgate_labels_dropped_total"),
+        }
+    }
+}
+
+/// Turns received bytes into series updates. One per thread or connection; not shared.
+pub struct Worker {
+    shared: Arc<Pipeline>,
+    handles: HashTable<Handle>,
+    hasher: foldhash::fast::RandomState,
+    generation: u64,
+    mapper: Arc<Mapper>,
+    counts: LocalCounts,
+    telemetry: WorkerTelemetry,
+}
+
+fn kind_index(k: EventKind) -> usize {
+    match k {
+        EventKind::Counter => 0,
+        EventKind::Gauge => 1,
+        EventKind::Observer => 2,
+    }
+}
+
+fn write_key(out: &mut Vec<u8>, kind: EventKind, parts: &[&[u8]; 3]) {
+    out.push(kind_index(kind) as u8);
+    for p in parts {
+        out.extend_from_slice(&(p.len() as u32).to_le_bytes());
+        out.extend_from_slice(p);
+    }
+}
+
+fn key_matches(key: &[u8], kind: EventKind, parts: &[&[u8]; 3]) -> bool {
+    let Some((&k, mut rest)) = key.split_first() else { return false };
+    if k != kind_index(kind) as u8 {
+        return false;
+    }
+    for p in parts {
+        let Some((len, tail)) = rest.split_first_chunk::<4>() else { return false };
+        let len = u32::from_le_bytes(*len) as usize;
+        if len != p.len() || tail.len() < len || &tail[..len] != *p {
+            return false;
+        }
+        rest = &tail[len..];
+    }
+    rest.is_empty()
+}
+
+impl Worker {
+    /// Handles one datagram: every `\n`-separated piece is a line (statsd_exporter counts
+    /// empty pieces as lines too).
+    pub fn datagram(&mut self, payload: &[u8]) {
+        for line in payload.split(|b| *b == b'\n') {
+            self.line(line);
+        }
+    }
+
+    /// Handles one line without its terminator.
+    pub fn line(&mut self, line: &[u8]) {
+        self.counts.lines += 1;
+        if line.is_empty() {
+            return;
+        }
+        let dialects = self.shared.dialects;
+        // Split borrows: the parser needs the counters while the callback needs the rest.
+        let mut parse = std::mem::take(&mut self.counts.parse);
+        parse_line(line, &dialects, &mut parse, |sample| self.sample(&sample));
+        self.counts.parse = parse;
+    }
+
+    /// Publishes the batch's counts and picks up a reloaded mapper. Call once per batch.
+    pub fn flush(&mut self) {
+        let gen_now = self.shared.generation.load(Ordering::Acquire);
+        if gen_now != self.generation {
+            self.generation = gen_now;
+            self.mapper = self.shared.mapper.load_full();
+            self.handles.clear();
+        }
+        let c = std::mem::take(&mut self.counts);
+        let t = &self.telemetry;
+        let add = |counter: &Counter, n: u64| {
+            if n > 0 {
+                counter.increment(n)
+            }
+        };
+        add(&t.lines, c.lines);
+        add(&t.samples, c.parse.samples);
+        for (i, n) in c.parse.errors.iter().enumerate() {
+            add(&t.sample_errors[i], *n);
+        }
+        add(&t.tags, c.tags);
+        add(&t.tag_errors, c.tag_errors);
+        for (i, n) in c.events.iter().enumerate() {
+            add(&t.events[i], *n);
+        }
+        add(&t.unmapped, c.unmapped);
+        add(&t.actions_map, c.actions_map);
+        add(&t.actions_drop, c.actions_drop);
+        add(&t.negative_counter, c.negative_counter);
+        add(&t.labels_dropped, c.labels_dropped);
+    }
+
+    fn sample(&mut self, sample: &Sample<'_>) {
+        let kind = sample.kind();
+        let parts = sample.identity();
+        let mut h = self.hasher.build_hasher();
+        h.write_u8(kind_index(kind) as u8);
+        for p in &parts {
+            h.write(p);
+            h.write_u8(0xff);
+        }
+        let hash = h.finish();
+        let found = self.handles.find(hash, |e| key_matches(&e.key, kind, &parts));
+        let stale = match found {
+            Some(Handle { outcome: Outcome::Series { series, .. }, .. }) => series.is_dead(),
+            Some(_) => false,
+            None => true,
+        };
+        if stale {
+            self.resolve_into_cache(sample, hash, &parts);
+        }
+        let Some(handle) = self.handles.find(hash, |e| key_matches(&e.key, kind, &parts)) else {
+            return;
+        };
+        let c = &mut self.counts;
+        c.tags += u64::from(handle.has_labels);
+        c.tag_errors += u64::from(handle.tag_errors);
+        c.labels_dropped += u64::from(handle.labels_dropped);
+        c.events[kind_index(kind)] += 1;
+        match handle.mapped {
+            None => c.unmapped += 1,
+            Some(Action::Map) => c.actions_map += 1,
+            Some(Action::Drop) => c.actions_drop += 1,
+        }
+        match &handle.outcome {
+            Outcome::Dropped => {}
+            Outcome::Failed { counter } => counter.increment(1),
+            Outcome::Series { series, scale } => {
+                let store = &self.shared.store;
+                let now = store.clock().now_ms();
+                series.touch(now);
+                match sample.stat_type {
+                    StatType::Counter => {
+                        let v = sample.value * scale;
+                        // NaN is not negative but would poison the running total too.
+                        if v < 0.0 || v.is_nan() {
+                            c.negative_counter += 1;
+                        } else {
+                            series.counter_add(v);
+                        }
+                    }
+                    StatType::Gauge => series.gauge_update(sample.value * scale, sample.relative),
+                    StatType::Timer | StatType::Histogram | StatType::Distribution => {
+                        let v = self.shared.profile.observed_value(sample) * scale;
+                        series.observe(v, sample.repeat, store.clock(), now);
+                    }
+                }
+            }
+        }
+    }
+
+    #[cold]
+    fn resolve_into_cache(&mut self, sample: &Sample<'_>, hash: u64, parts: &[&[u8]; 3]) {
+        let kind = sample.kind();
+        if let Ok(entry) = self.handles.find_entry(hash, |e| key_matches(&e.key, kind, parts)) {
+            entry.remove();
+        }
+        if self.handles.len() >= MAX_HANDLES {
+            self.handles.clear();
+        }
+        let r = resolve::resolve(&self.shared.profile, &self.mapper, &self.shared.store, sample);
+        let mut key = Vec::with_capacity(1 + 12 + parts.iter().map(|p| p.len()).sum::<usize>());
+        write_key(&mut key, kind, parts);
+        let handle = Handle {
+            key: key.into_boxed_slice(),
+            hash,
+            outcome: r.outcome,
+            mapped: r.mapped,
+            tag_errors: r.tag_errors,
+            has_labels: r.has_labels,
+            labels_dropped: r.labels_dropped,
+        };
+        self.handles.insert_unique(hash, handle, |e| e.hash);
+    }
+}

@@ -1,0 +1,139 @@
+//! First sight of a series identity: decode tags, map the name, pick the Prometheus type,
+//! clean the labels, and find or create the series. Runs once per identity per worker, so
+//! it may allocate.
+
+use std::borrow::Cow;
+
+use crate::line::{Dialects, EventKind, Sample, StatType};
+use crate::mapping::{Action, Mapper};
+use crate::naming::{escape_metric_name, escape_metric_name_legacy, is_reserved_label, is_valid_label_name};
+use crate::store::{ObserverOptions, ResolveError, SeriesKind, SeriesSpec, Store, SummaryOptions};
+
+use super::Outcome;
+
+/// A built-in naming profile: what happens to names the mapping file does not match.
+#[derive(Debug, Default)]
+pub enum Profile {
+    /// Current statsd_exporter: escaped statsd name, tags as labels, timers in seconds.
+    #[default]
+    Statsd,
+    /// What Istio 0.2–1.0's Mixer endpoint served (statsd_exporter 0.5/0.6, empty mapping):
+    /// every non-alphanumeric character becomes `_` (no double-dash rule), timers are
+    /// summaries of raw milliseconds, and only DogStatsD tags are parsed.
+    IstioMixer,
+}
+
+impl Profile {
+    /// The dialects in force under this profile.
+    pub(super) fn adjust_dialects(&self, d: Dialects) -> Dialects {
+        match self {
+            Profile::Statsd => d,
+            Profile::IstioMixer => Dialects { influxdb: false, librato: false, signalfx: false, ..d },
+        }
+    }
+
+    /// The value an observer series records for `sample`.
+    #[inline]
+    pub(super) fn observed_value(&self, sample: &Sample<'_>) -> f64 {
+        match self {
+            Profile::Statsd => sample.value_in_base_unit(),
+            Profile::IstioMixer => sample.value,
+        }
+    }
+
+    fn escape<'n>(&self, name: &'n str) -> Cow<'n, str> {
+        match self {
+            Profile::Statsd => escape_metric_name(name),
+            Profile::IstioMixer => escape_metric_name_legacy(name),
+        }
+    }
+}
+
+/// What a first sight decided, remembered by the worker for later events.
+pub(super) struct Resolved {
+    pub(super) outcome: Outcome,
+    pub(super) mapped: Option<Action>,
+    pub(super) tag_errors: u32,
+    pub(super) has_labels: bool,
+    pub(super) labels_dropped: u32,
+}
+
+fn upsert(labels: &mut Vec<(String, String)>, key: &str, value: &str, overwrite: bool) {
+    match labels.iter_mut().find(|(k, _)| k == key) {
+        Some(slot) if overwrite => slot.1 = value.to_string(),
+        Some(_) => {}
+        None => labels.push((key.to_string(), value.to_string())),
+    }
+}
+
+pub(super) fn resolve(profile: &Profile, mapper: &Mapper, store: &Store, sample: &Sample<'_>) -> Resolved {
+    let mut labels: Vec<(String, String)> = Vec::new();
+    let counts = sample.tags.decode(|k, v| upsert(&mut labels, &k, v, true));
+    let kind = sample.kind();
+    let mut resolved = Resolved {
+        outcome: Outcome::Dropped,
+        mapped: None,
+        tag_errors: counts.errors,
+        has_labels: counts.labels > 0,
+        labels_dropped: 0,
+    };
+
+    let defaults = mapper.defaults();
+    let (name, observer, ttl, scale, help) = match mapper.map(&sample.metric, kind) {
+        Some(m) if m.action == Action::Drop => {
+            resolved.mapped = Some(Action::Drop);
+            return resolved;
+        }
+        Some(m) => {
+            resolved.mapped = Some(Action::Map);
+            for (k, v) in &m.labels {
+                upsert(&mut labels, k, v, !m.honor_labels);
+            }
+            let name = profile.escape(&m.name).into_owned();
+            (name, m.observer.clone(), m.ttl, m.scale.unwrap_or(1.0), m.help.clone())
+        }
+        None => {
+            let name = profile.escape(&sample.metric).into_owned();
+            (name, defaults.observer.clone(), defaults.ttl, 1.0, None)
+        }
+    };
+    if name.is_empty() {
+        resolved.outcome = Outcome::Failed {
+            counter: metrics::counter!("statsd_exporter_events_error_total", "reason" => "empty_metric_name"),
+        };
+        return resolved;
+    }
+    let observer = match (profile, sample.stat_type) {
+        // statsd_exporter 0.5/0.6 observed raw milliseconds into a default summary.
+        (Profile::IstioMixer, StatType::Timer) if resolved.mapped.is_none() => {
+            ObserverOptions::Summary(SummaryOptions::default())
+        }
+        _ => observer,
+    };
+    let series_kind = match kind {
+        EventKind::Counter => SeriesKind::Counter,
+        EventKind::Gauge => SeriesKind::Gauge,
+        EventKind::Observer => SeriesKind::Observer(&observer),
+    };
+    let (is_hist, is_summary) = match series_kind {
+        SeriesKind::Observer(ObserverOptions::Histogram(_)) => (true, false),
+        SeriesKind::Observer(ObserverOptions::Summary(_)) => (false, true),
+        _ => (false, false),
+    };
+    let before = labels.len();
+    labels.retain(|(k, _)| is_valid_label_name(k) && !is_reserved_label(k, is_hist, is_summary));
+    resolved.labels_dropped = (before - labels.len()) as u32;
+
+    let spec = SeriesSpec { name: &name, help: help.as_deref(), kind: series_kind, labels, ttl };
+    resolved.outcome = match store.resolve(&spec) {
+        Ok(series) => Outcome::Series { series, scale },
+        Err(ResolveError::Conflict { .. }) | Err(ResolveError::Reserved { .. }) => Outcome::Failed {
+            counter: metrics::counter!(
+                "statsd_exporter_events_conflict_total",
+                "type" => kind.as_str(),
+                "metric_name" => name.clone()
+            ),
+        },
+    };
+    resolved
+}

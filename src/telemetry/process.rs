@@ -1,0 +1,129 @@
+//! `process_*` metrics as client_golang's process collector writes them, read from /proc.
+
+use std::fmt::Write as _;
+
+pub(super) const NAMES: &[&str] = &[
+    "process_cpu_seconds_total",
+    "process_open_fds",
+    "process_max_fds",
+    "process_virtual_memory_bytes",
+    "process_resident_memory_bytes",
+    "process_start_time_seconds",
+];
+
+struct Stat {
+    cpu_seconds: f64,
+    start_time: f64,
+    vsize: f64,
+    rss_bytes: f64,
+}
+
+fn read_stat() -> Option<Stat> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name may contain spaces and parentheses: fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    // After the name, field k of proc(5) is at index k - 3.
+    let num = |k: usize| f.get(k - 3).and_then(|s| s.parse::<f64>().ok());
+    // SAFETY: sysconf only reads a system constant.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    // SAFETY: as above.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as f64;
+    let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+        s.lines().find_map(|l| {
+            l.strip_prefix("btime ")
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        })
+    })?;
+    Some(Stat {
+        cpu_seconds: (num(14)? + num(15)?) / ticks,
+        start_time: boot + num(22)? / ticks,
+        vsize: num(23)?,
+        rss_bytes: num(24)? * page,
+    })
+}
+
+fn max_fds() -> Option<f64> {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) };
+    (rc == 0).then_some(r.rlim_cur as f64)
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str, value: f64) {
+    let _ = write!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+    );
+}
+
+pub(super) fn render(out: &mut String) {
+    if let Some(s) = read_stat() {
+        family(
+            out,
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+            s.cpu_seconds,
+        );
+        family(
+            out,
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            s.rss_bytes,
+        );
+        family(
+            out,
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since unix epoch in seconds.",
+            s.start_time,
+        );
+        family(
+            out,
+            "process_virtual_memory_bytes",
+            "gauge",
+            "Virtual memory size in bytes.",
+            s.vsize,
+        );
+    }
+    if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+        family(
+            out,
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors.",
+            dir.count() as f64,
+        );
+    }
+    if let Some(m) = max_fds() {
+        family(
+            out,
+            "process_max_fds",
+            "gauge",
+            "Maximum number of open file descriptors.",
+            m,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_this_process() {
+        let mut s = String::new();
+        super::render(&mut s);
+        for n in super::NAMES {
+            assert!(s.contains(&format!("\n{n} ")), "{n} missing in {s}");
+        }
+        let rss = s
+            .lines()
+            .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
+            .unwrap();
+        assert!(rss.parse::<f64>().unwrap() > 1_000_000.0);
+    }
+}
