@@ -4,6 +4,8 @@
 //! [`mapping`] (names and labels) → [`store`] (aggregation) → [`expose`] (HTTP exposition).
 //! [`pipeline`] is the hot path that joins line, mapping and store for one receive thread.
 
+pub mod config;
+pub mod expose;
 pub mod line;
 pub mod mapping;
 pub mod naming;

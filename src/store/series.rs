@@ -216,6 +216,17 @@ impl Series {
         }
     }
 
+    /// Histogram bounds, cumulative counts (bounds order, then +Inf) and sum.
+    pub(crate) fn histogram_snapshot(&self) -> Option<(&[f64], Vec<u64>, f64)> {
+        match &self.value {
+            SeriesValue::Histogram(h) => {
+                let (c, s) = h.snapshot();
+                Some((&h.bounds, c, s))
+            }
+            _ => None,
+        }
+    }
+
     pub(crate) fn summary_snapshot(&self, at: std::time::Instant) -> Option<SummarySnapshot> {
         match &self.value {
             SeriesValue::Summary(s) => {

@@ -1,0 +1,326 @@
+//! The flag set. statsd_exporter uses kingpin (`--flag value`, `--flag=value`,
+//! `--[no-]bool`); Istio's manifests pass Go `flag` style single-dash long flags
+//! (`-statsd.mapping-config=...`). Both spellings are accepted.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{ArgAction, Parser, ValueEnum};
+
+/// Boolean flags that also take a `--no-` form.
+const NEGATABLE: &[&str] = &[
+    "statsd.parse-dogstatsd-tags",
+    "statsd.parse-influxdb-tags",
+    "statsd.parse-librato-tags",
+    "statsd.parse-signalfx-tags",
+    "web.enable-lifecycle",
+    "check-config",
+];
+
+/// Log level (`--log.level`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    /// Debug.
+    Debug,
+    /// Info (default).
+    Info,
+    /// Warnings.
+    Warn,
+    /// Errors only.
+    Error,
+}
+
+/// Log format (`--log.format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// `key=value` pairs (default).
+    Logfmt,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Mapping cache policy (`--statsd.cache-type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CacheType {
+    /// Least recently used.
+    Lru,
+    /// Random replacement.
+    Random,
+}
+
+/// Naming profile (`--profile`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ProfileName {
+    /// Current statsd_exporter behaviour (default).
+    Statsd,
+    /// Istio 0.2–1.0 Mixer's "envoy" endpoint (statsd_exporter 0.5/0.6, empty mapping).
+    #[value(name = "istio-mixer")]
+    IstioMixer,
+    /// Envoy's own /stats/prometheus names and labels, through Envoy's tag extraction.
+    Envoy,
+}
+
+fn parse_octal(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s, 8).map_err(|_| format!("{s:?} is not an octal file mode like 755"))
+}
+
+fn parse_bytes(s: &str) -> Result<usize, String> {
+    s.parse::<usize>().map_err(|_| format!("{s:?} is not a byte count"))
+}
+
+fn parse_go_duration(s: &str) -> Result<std::time::Duration, String> {
+    let err = || format!("{s:?} is not a duration like 200ms, 1s or 1m30s");
+    if s == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    if rest.is_empty() {
+        return Err(err());
+    }
+    while !rest.is_empty() {
+        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(err)?;
+        let n: f64 = rest[..num_end].parse().map_err(|_| err())?;
+        rest = &rest[num_end..];
+        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let scale = match &rest[..unit_end] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(err()),
+        };
+        total += n * scale;
+        rest = &rest[unit_end..];
+    }
+    std::time::Duration::try_from_secs_f64(total).map_err(|_| err())
+}
+
+/// All flags.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "statsgate",
+    version,
+    about = "A fast statsd to Prometheus gateway; a drop-in replacement for statsd_exporter.",
+    long_about = None,
+    after_help = "Boolean flags also take a --no- form (e.g. --no-statsd.parse-dogstatsd-tags). \
+                  Single-dash long flags (-statsd.mapping-config=...) are accepted as Istio's manifests use them."
+)]
+pub struct Flags {
+    /// Address on which to expose metrics and the web interface ("" disables HTTP).
+    #[arg(long = "web.listen-address", default_value = ":9102", value_name = "ADDR")]
+    pub web_listen_address: String,
+
+    /// Path under which to expose metrics.
+    #[arg(long = "web.telemetry-path", default_value = "/metrics", value_name = "PATH")]
+    pub web_telemetry_path: String,
+
+    /// Enable shutdown and reload via HTTP (PUT|POST /-/quit, /-/reload).
+    #[arg(long = "web.enable-lifecycle", action = ArgAction::Set, num_args = 0..=1, default_value = "false", default_missing_value = "true", value_name = "BOOL")]
+    pub web_enable_lifecycle: bool,
+
+    /// TLS/basic-auth web config file (exporter-toolkit). Not supported yet: refused, so a
+    /// deployment that relies on it never runs in the clear by accident.
+    #[arg(long = "web.config.file", value_name = "FILE", hide = true)]
+    pub web_config_file: Option<PathBuf>,
+
+    /// The UDP address on which to receive statsd metric lines ("" disables it).
+    #[arg(long = "statsd.listen-udp", default_value = ":9125", value_name = "ADDR")]
+    pub statsd_listen_udp: String,
+
+    /// The TCP address on which to receive statsd metric lines ("" disables it).
+    #[arg(long = "statsd.listen-tcp", default_value = ":9125", value_name = "ADDR")]
+    pub statsd_listen_tcp: String,
+
+    /// The Unix datagram socket path to receive statsd metric lines in datagram ("" disables it).
+    #[arg(long = "statsd.listen-unixgram", default_value = "", value_name = "PATH")]
+    pub statsd_listen_unixgram: String,
+
+    /// The permission mode of the unix socket (octal).
+    #[arg(long = "statsd.unixsocket-mode", default_value = "755", value_parser = parse_octal, value_name = "MODE")]
+    pub statsd_unixsocket_mode: u32,
+
+    /// Metric mapping configuration file name.
+    #[arg(long = "statsd.mapping-config", value_name = "FILE")]
+    pub statsd_mapping_config: Option<PathBuf>,
+
+    /// Size (in bytes) of the operating system's receive buffer for UDP and unixgram sockets (0 = system default).
+    #[arg(long = "statsd.read-buffer", default_value = "0", value_parser = parse_bytes, value_name = "BYTES")]
+    pub statsd_read_buffer: usize,
+
+    /// Maximum size of the metric mapping cache (0 disables it).
+    #[arg(long = "statsd.cache-size", default_value = "1000", value_name = "N")]
+    pub statsd_cache_size: usize,
+
+    /// Metric mapping cache type.
+    #[arg(long = "statsd.cache-type", default_value = "lru", value_enum)]
+    pub statsd_cache_type: CacheType,
+
+    /// Accepted for compatibility; statsgate has no event queue (each receive thread updates the store in place).
+    #[arg(long = "statsd.event-queue-size", default_value = "10000", value_name = "N")]
+    pub statsd_event_queue_size: usize,
+
+    /// Accepted for compatibility; no effect (no event queue).
+    #[arg(long = "statsd.event-flush-threshold", default_value = "1000", value_name = "N")]
+    pub statsd_event_flush_threshold: usize,
+
+    /// Accepted for compatibility; no effect (no event queue).
+    #[arg(long = "statsd.event-flush-interval", default_value = "200ms", value_parser = parse_go_duration, value_name = "DURATION")]
+    pub statsd_event_flush_interval: std::time::Duration,
+
+    /// Accepted for compatibility; no effect (no packet queue: kernel drops are counted in statsd_exporter_udp_packet_drops_total).
+    #[arg(long = "statsd.udp-packet-queue-size", default_value = "10000", value_name = "N")]
+    pub statsd_udp_packet_queue_size: usize,
+
+    /// Number of UDP sockets (SO_REUSEPORT), each with its own receive thread (0 = one per CPU).
+    #[arg(long = "statsd.udp-sockets", default_value = "0", value_name = "N")]
+    pub statsd_udp_sockets: usize,
+
+    /// Parse DogStatsD style tags.
+    #[arg(long = "statsd.parse-dogstatsd-tags", action = ArgAction::Set, num_args = 0..=1, default_value = "true", default_missing_value = "true", value_name = "BOOL")]
+    pub parse_dogstatsd_tags: bool,
+
+    /// Parse InfluxDB style tags.
+    #[arg(long = "statsd.parse-influxdb-tags", action = ArgAction::Set, num_args = 0..=1, default_value = "true", default_missing_value = "true", value_name = "BOOL")]
+    pub parse_influxdb_tags: bool,
+
+    /// Parse Librato style tags.
+    #[arg(long = "statsd.parse-librato-tags", action = ArgAction::Set, num_args = 0..=1, default_value = "true", default_missing_value = "true", value_name = "BOOL")]
+    pub parse_librato_tags: bool,
+
+    /// Parse SignalFX style tags.
+    #[arg(long = "statsd.parse-signalfx-tags", action = ArgAction::Set, num_args = 0..=1, default_value = "true", default_missing_value = "true", value_name = "BOOL")]
+    pub parse_signalfx_tags: bool,
+
+    /// Relay target address. Not supported yet: refused with an error rather than silently not relaying.
+    #[arg(long = "statsd.relay.address", value_name = "ADDR", hide = true)]
+    pub statsd_relay_address: Option<String>,
+
+    /// Maximum relay output packet length (accepted for compatibility).
+    #[arg(long = "statsd.relay.packet-length", default_value = "1400", hide = true)]
+    pub statsd_relay_packet_length: usize,
+
+    /// The path to dump the internal FSM mapping to (not supported; accepted and ignored with a warning).
+    #[arg(long = "debug.dump-fsm", default_value = "", hide = true)]
+    pub debug_dump_fsm: String,
+
+    /// Check the mapping configuration and exit (0 when valid, 1 otherwise).
+    #[arg(long = "check-config", action = ArgAction::Set, num_args = 0..=1, default_value = "false", default_missing_value = "true", value_name = "BOOL")]
+    pub check_config: bool,
+
+    /// Naming profile: statsd (current statsd_exporter), istio-mixer (Istio 0.2–1.0's Mixer
+    /// endpoint), envoy (Envoy's own /stats/prometheus names and labels).
+    #[arg(long = "profile", default_value = "statsd", value_enum)]
+    pub profile: ProfileName,
+
+    /// Envoy stats sink prefix stripped by the envoy profile.
+    #[arg(long = "envoy.prefix", default_value = "envoy", value_name = "PREFIX")]
+    pub envoy_prefix: String,
+
+    /// Envoy tag-extraction rules for the envoy profile: envoy (Envoy's defaults), envoy-2018, or istio (Istio 1.0's bootstrap rules).
+    #[arg(long = "envoy.tag-rules", default_value = "envoy", value_name = "RULES")]
+    pub envoy_tag_rules: String,
+
+    /// Only log messages with the given severity or above.
+    #[arg(long = "log.level", default_value = "info", value_enum)]
+    pub log_level: LogLevel,
+
+    /// Output format of log messages.
+    #[arg(long = "log.format", default_value = "logfmt", value_enum)]
+    pub log_format: LogFormat,
+}
+
+/// Rewrites kingpin/Go-flag spellings into clap's: `-long.flag` → `--long.flag`, and
+/// `--no-x` → `--x=false` for negatable booleans.
+fn normalise(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    args.into_iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let Some(s) = a.to_str() else { return a };
+            if i == 0 {
+                return a;
+            }
+            let mut s = s.to_string();
+            if s.len() > 2 && s.starts_with('-') && !s.starts_with("--") && s[1..].contains(['.', '-']) {
+                s.insert(0, '-');
+            }
+            if let Some(rest) = s.strip_prefix("--no-")
+                && NEGATABLE.contains(&rest)
+            {
+                s = format!("--{rest}=false");
+            }
+            OsString::from(s)
+        })
+        .collect()
+}
+
+/// Parses the process arguments. Clap's own error (with usage) is returned for display.
+pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Flags, clap::Error> {
+    Flags::try_parse_from(normalise(args))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Flags, clap::Error> {
+        parse_args(std::iter::once("statsgate").chain(args.iter().copied()).map(OsString::from))
+    }
+
+    #[test]
+    fn defaults_match_statsd_exporter() {
+        let f = parse(&[]).unwrap();
+        assert_eq!(f.web_listen_address, ":9102");
+        assert_eq!(f.web_telemetry_path, "/metrics");
+        assert!(!f.web_enable_lifecycle);
+        assert_eq!(f.statsd_listen_udp, ":9125");
+        assert_eq!(f.statsd_listen_tcp, ":9125");
+        assert_eq!(f.statsd_listen_unixgram, "");
+        assert_eq!(f.statsd_unixsocket_mode, 0o755);
+        assert_eq!(f.statsd_cache_size, 1000);
+        assert_eq!(f.statsd_cache_type, CacheType::Lru);
+        assert!(f.parse_dogstatsd_tags && f.parse_influxdb_tags && f.parse_librato_tags && f.parse_signalfx_tags);
+        assert_eq!(f.log_format, LogFormat::Logfmt);
+        assert_eq!(f.profile, ProfileName::Statsd);
+    }
+
+    #[test]
+    fn kingpin_and_go_flag_spellings() {
+        let f = parse(&[
+            "--no-statsd.parse-dogstatsd-tags",
+            "-statsd.mapping-config=/etc/statsd/mapping.conf",
+            "--web.enable-lifecycle",
+            "--statsd.listen-tcp=",
+            "--statsd.unixsocket-mode",
+            "600",
+        ])
+        .unwrap();
+        assert!(!f.parse_dogstatsd_tags);
+        assert_eq!(f.statsd_mapping_config.as_deref(), Some(std::path::Path::new("/etc/statsd/mapping.conf")));
+        assert!(f.web_enable_lifecycle);
+        assert_eq!(f.statsd_listen_tcp, "");
+        assert_eq!(f.statsd_unixsocket_mode, 0o600);
+        let f = parse(&["--statsd.parse-influxdb-tags=false"]).unwrap();
+        assert!(!f.parse_influxdb_tags);
+    }
+
+    #[test]
+    fn bad_values_are_errors_not_panics() {
+        assert!(parse(&["--statsd.unixsocket-mode=9z"]).is_err());
+        assert!(parse(&["--statsd.cache-type=fifo"]).is_err());
+        assert!(parse(&["--statsd.read-buffer=-1"]).is_err());
+        assert!(parse(&["--statsd.event-flush-interval=soon"]).is_err());
+        assert!(parse(&["--log.format=xml"]).is_err());
+        assert!(parse(&["--no-such-flag"]).is_err());
+    }
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_go_duration("200ms").unwrap(), std::time::Duration::from_millis(200));
+        assert_eq!(parse_go_duration("1m30s").unwrap(), std::time::Duration::from_secs(90));
+        assert!(parse_go_duration("").is_err());
+        assert!(parse_go_duration("5").is_err());
+    }
+}

@@ -1,0 +1,125 @@
+//! Routes, as statsd_exporter serves them (§3 of the reference notes).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use tower_http::compression::CompressionLayer;
+
+use super::text::{render, split_families};
+use crate::store::Store;
+use crate::telemetry::Telemetry;
+
+/// The text format's content type, as client_golang sends it.
+const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Chunk size of a streamed scrape.
+const CHUNK_BYTES: usize = 256 * 1024;
+
+/// What the lifecycle endpoints do.
+pub trait Lifecycle: Send + Sync + 'static {
+    /// Reloads the mapping configuration; the error says why it was refused.
+    fn reload(&self) -> Result<(), String>;
+    /// Starts a graceful shutdown.
+    fn quit(&self);
+}
+
+/// HTTP options (flags `--web.*`).
+#[derive(Clone, Debug)]
+pub struct HttpOptions {
+    /// `--web.telemetry-path`.
+    pub telemetry_path: String,
+    /// `--web.enable-lifecycle`.
+    pub enable_lifecycle: bool,
+}
+
+#[derive(Clone)]
+struct AppState {
+    store: Arc<Store>,
+    telemetry: Option<Telemetry>,
+    lifecycle: Arc<dyn Lifecycle>,
+    opts: Arc<HttpOptions>,
+}
+
+/// Builds the router.
+pub fn router(
+    store: Arc<Store>,
+    telemetry: Option<Telemetry>,
+    lifecycle: Arc<dyn Lifecycle>,
+    opts: HttpOptions,
+) -> Router {
+    let path = if opts.telemetry_path.is_empty() { "/".to_string() } else { opts.telemetry_path.clone() };
+    let state = AppState { store, telemetry, lifecycle, opts: Arc::new(opts) };
+    let mut r = Router::new()
+        .route("/-/healthy", get(|| async { "Statsd Exporter is Healthy.\n" }))
+        .route("/-/ready", get(|| async { "Statsd Exporter is Ready.\n" }))
+        .route("/-/reload", axum::routing::put(reload).post(reload))
+        .route("/-/quit", axum::routing::put(quit).post(quit))
+        .route(&path, get(metrics).layer(CompressionLayer::new().gzip(true)));
+    if path != "/" {
+        r = r.route("/", get(landing));
+    }
+    r.with_state(state)
+}
+
+async fn landing(State(st): State<AppState>) -> Html<String> {
+    let p = html_escape(&st.opts.telemetry_path);
+    Html(format!(
+        "<!DOCTYPE html>\n<html><head><title>statsgate</title></head><body>\n<h1>statsgate</h1>\n\
+         <p>A statsd to Prometheus gateway, compatible with statsd_exporter.</p>\n\
+         <ul><li><a href=\"{p}\">Metrics</a></li>\n<li><a href=\"/-/healthy\">Health</a></li>\n\
+         <li><a href=\"/-/ready\">Readiness</a></li></ul>\n<p>Version {}</p>\n</body></html>\n",
+        env!("CARGO_PKG_VERSION")
+    ))
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+fn lifecycle_disabled() -> Response {
+    (StatusCode::FORBIDDEN, "Lifecycle API is not enabled (start with --web.enable-lifecycle).\n").into_response()
+}
+
+async fn reload(State(st): State<AppState>) -> Response {
+    if !st.opts.enable_lifecycle {
+        return lifecycle_disabled();
+    }
+    let lc = st.lifecycle.clone();
+    match tokio::task::spawn_blocking(move || lc.reload()).await {
+        Ok(Ok(())) => "Requesting reload".into_response(),
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("Reload failed: {e}\n")).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("Reload failed: {e}\n")).into_response(),
+    }
+}
+
+async fn quit(State(st): State<AppState>) -> Response {
+    if !st.opts.enable_lifecycle {
+        return lifecycle_disabled();
+    }
+    st.lifecycle.quit();
+    "Requesting termination... Goodbye!".into_response()
+}
+
+async fn metrics(State(st): State<AppState>) -> Response {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    let store = st.store.clone();
+    let telemetry = st.telemetry.clone();
+    // Rendering walks locks and may take a while on a big store: keep it off the async
+    // workers, and stream chunks as they are ready.
+    tokio::task::spawn_blocking(move || {
+        let extra = telemetry.map(|t| split_families(&t.render())).unwrap_or_default();
+        render(&store, &extra, CHUNK_BYTES, |chunk| tx.blocking_send(Bytes::from(chunk)).is_ok());
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<Bytes, Infallible>(b), rx))
+    });
+    let mut resp = Response::new(Body::from_stream(stream));
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(TEXT_CONTENT_TYPE));
+    resp
+}
