@@ -7,6 +7,7 @@
 pub mod config;
 pub mod expose;
 pub mod line;
+pub mod logging;
 pub mod mapping;
 pub mod naming;
 pub mod pipeline;

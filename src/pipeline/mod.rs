@@ -23,7 +23,7 @@ use crate::line::{Dialects, EventKind, ParseCounters, Sample, SampleError, StatT
 use crate::mapping::{Action, Mapper};
 use crate::store::{SeriesRef, Store};
 
-pub use resolve::Profile;
+pub use resolve::{Profile, ProfileError};
 
 /// Upper bound on remembered identities per worker; beyond it the worker starts afresh, so
 /// a flood of distinct names cannot grow memory without bound.
@@ -60,6 +60,25 @@ impl Pipeline {
     pub fn replace_mapper(&self, mapper: Mapper) {
         self.mapper.store(Arc::new(mapper));
         self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Loads the mapping file again and swaps it in; on error the old rules stay. Counts
+    /// `statsd_exporter_config_reloads_total{outcome}` and sets
+    /// `statsd_exporter_loaded_mappings`.
+    pub fn reload_from(&self, path: &std::path::Path, cache: crate::mapping::CacheOptions) -> Result<usize, crate::mapping::MappingError> {
+        match Mapper::load_file(path, cache) {
+            Ok(m) => {
+                let n = m.rule_count();
+                self.replace_mapper(m);
+                metrics::counter!("statsd_exporter_config_reloads_total", "outcome" => "success").increment(1);
+                metrics::gauge!("statsd_exporter_loaded_mappings").set(n as f64);
+                Ok(n)
+            }
+            Err(e) => {
+                metrics::counter!("statsd_exporter_config_reloads_total", "outcome" => "failure").increment(1);
+                Err(e)
+            }
+        }
     }
 
     /// A new worker for one receive thread or connection.
@@ -328,5 +347,30 @@ impl Worker {
             labels_dropped: r.labels_dropped,
         };
         self.handles.insert_unique(hash, handle, |e| e.hash);
+    }
+}
+
+/// Makes a [`Worker`] per receive thread or connection for the listeners.
+pub struct Workers(pub Arc<Pipeline>);
+
+impl crate::ingest::SinkFactory for Workers {
+    type Sink = Worker;
+
+    fn make_sink(&self) -> Worker {
+        self.0.worker()
+    }
+}
+
+impl crate::ingest::Sink for Worker {
+    fn datagram(&mut self, payload: &[u8]) {
+        Worker::datagram(self, payload)
+    }
+
+    fn line(&mut self, line: &[u8]) {
+        Worker::line(self, line)
+    }
+
+    fn flush(&mut self) {
+        Worker::flush(self)
     }
 }

@@ -23,7 +23,20 @@ pub enum Profile {
     IstioMixer,
 }
 
+/// A profile could not be set up from its flags.
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    /// The profile is not available in this build.
+    #[error("profile {0} is not available yet")]
+    Unavailable(&'static str),
+}
+
 impl Profile {
+    /// The Envoy profile: strip `prefix.`, extract tags with the named rule set.
+    pub fn envoy(_prefix: &str, _rules: &str) -> Result<Profile, ProfileError> {
+        Err(ProfileError::Unavailable("envoy"))
+    }
+
     /// The dialects in force under this profile.
     pub(super) fn adjust_dialects(&self, d: Dialects) -> Dialects {
         match self {

@@ -491,5 +491,28 @@ impl Store {
     }
 }
 
+/// Keeps the coarse clock moving and expires series: ticks every 100 ms, expires once a
+/// second (statsd_exporter's TTL ticker period), until `stop` is set.
+pub fn run_maintenance(store: &Store, stop: &std::sync::atomic::AtomicBool) {
+    let expired = metrics::counter!("statsgate_series_expired_total");
+    let series = metrics::gauge!("statsgate_series");
+    let by_type = [FamilyType::Counter, FamilyType::Gauge, FamilyType::Summary, FamilyType::Histogram]
+        .map(|t| (t, metrics::gauge!("statsd_exporter_metrics_total", "type" => t.as_str())));
+    let mut ticks = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+        store.clock.tick();
+        ticks += 1;
+        if ticks % 10 == 0 {
+            expired.increment(store.expire() as u64);
+            series.set(store.series_count() as f64);
+            let families = store.families();
+            for (t, g) in &by_type {
+                g.set(families.iter().filter(|f| f.family_type() == *t).count() as f64);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;
