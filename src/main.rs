@@ -155,12 +155,12 @@ fn run(flags: Flags) -> Result<()> {
             };
             let opts = UdpOptions { addr, sockets, read_buffer: flags.statsd_read_buffer, batch: 32 };
             let l = ingest::start_udp(&opts, workers.clone()).context("starting the UDP listener")?;
-            info!(address = %addr, sockets, "accepting statsd over UDP");
+            info!(address = %l.local_addr().unwrap_or(addr), sockets, "accepting statsd over UDP");
             listeners.push(l);
         }
         if let Some(addr) = tcp {
             let l = ingest::start_tcp(&TcpOptions { addr }, workers.clone()).await.context("starting the TCP listener")?;
-            info!(address = %addr, "accepting statsd over TCP");
+            info!(address = %l.local_addr().unwrap_or(addr), "accepting statsd over TCP");
             listeners.push(l);
         }
         if let Some(path) = unixgram {
