@@ -2,10 +2,12 @@
 //!
 //! The modules follow a datagram's path: [`ingest`] (sockets) → [`line`] (grammar) →
 //! [`mapping`] (names and labels) → [`store`] (aggregation) → [`expose`] (HTTP exposition).
-//! [`pipeline`] is the hot path that joins line, mapping and store for one receive thread.
+//! [`pipeline`] is the hot path that joins line, mapping and store for one receive thread;
+//! [`config`], [`telemetry`] and [`logging`] serve the binary.
 
 pub mod config;
 pub mod expose;
+pub mod ingest;
 pub mod line;
 pub mod logging;
 pub mod mapping;
