@@ -1,1 +1,0 @@
-//! Placeholder: Envoy tag extraction is being written.
