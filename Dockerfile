@@ -1,0 +1,16 @@
+# syntax=docker/dockerfile:1
+# Build stage: release binary with the tuned profile from Cargo.toml.
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+COPY benches ./benches
+RUN cargo build --release --locked --bin statsgate \
+ && strip target/release/statsgate
+
+# Runtime stage: glibc + CA certs only, non-root.
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /src/target/release/statsgate /usr/local/bin/statsgate
+USER nonroot:nonroot
+EXPOSE 9102 9125/udp 9125
+ENTRYPOINT ["/usr/local/bin/statsgate"]

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs every check statsgate has, on a fresh Debian machine as on a developer's:
+# installs what the tests need (Debian's `prometheus` package: promtool and a real
+# Prometheus server), then formatting, lints, and the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_install=0
+command -v promtool >/dev/null 2>&1 || need_install=1
+command -v prometheus >/dev/null 2>&1 || need_install=1
+if [ "$need_install" = 1 ]; then
+  echo "==> installing Debian's prometheus package (promtool + server) for the tests"
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+promtool --version | head -1
+prometheus --version 2>&1 | head -1
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --quiet -- -D warnings
+echo "==> cargo test (unit, corpus, end-to-end; benches run once as smoke tests)"
+cargo test --all-targets
+cargo test --doc
