@@ -1,0 +1,92 @@
+//! A real Prometheus server (Debian's `prometheus` package) scrapes a running gateway: the
+//! exposition must be accepted whole, and queries must see the values sent over statsd.
+
+mod common;
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Gateway, TempDir};
+
+struct Prometheus {
+    child: Child,
+    addr: String,
+    _dir: TempDir,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn start_prometheus(target: &str) -> Prometheus {
+    let dir = TempDir::new("prometheus");
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: envoy\n    static_configs:\n      - targets: ['{target}']\n"
+    );
+    std::fs::write(dir.0.join("prometheus.yml"), config).unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let child = Command::new("prometheus")
+        .arg(format!("--config.file={}", dir.0.join("prometheus.yml").display()))
+        .arg(format!("--storage.tsdb.path={}", dir.0.join("data").display()))
+        .arg(format!("--web.listen-address={addr}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prometheus not found: install Debian's `prometheus` package (see README)");
+    Prometheus { child, addr, _dir: dir }
+}
+
+fn query(p: &Prometheus, q: &str) -> Option<serde_json::Value> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(2)))
+        .build()
+        .into();
+    let mut resp = agent.get(&format!("http://{}/api/v1/query", p.addr)).query("query", q).call().ok()?;
+    let body = resp.body_mut().read_to_string().ok()?;
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    let result = v["data"]["result"].as_array()?.first()?.clone();
+    Some(result)
+}
+
+fn wait_value(p: &Prometheus, q: &str) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(r) = query(p, q)
+            && let Some(v) = r["value"][1].as_str().and_then(|s| s.parse::<f64>().ok())
+        {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "Prometheus never answered {q}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn real_prometheus_scrapes_and_queries_the_gateway() {
+    let gw = Gateway::start(&[]);
+    gw.send_udp(b"envoy.cluster.mixer_server.upstream_rq_total:5|c\nenvoy.server.uptime:3600|g");
+    gw.send_udp(b"envoy.cluster.mixer_server.upstream_rq_time:12|ms\nenvoy.cluster.mixer_server.upstream_rq_time:30|ms");
+    gw.send_udp(b"tagged.requests:3|c|#route:/api,code:200");
+    gw.wait_for("lines", |s| s.count("statsd_exporter_lines_total") >= 5.0);
+    let prom = start_prometheus(&gw.http.to_string());
+    assert_eq!(wait_value(&prom, "up{job=\"envoy\"}"), 1.0);
+    assert_eq!(wait_value(&prom, "envoy_cluster_mixer_server_upstream_rq_total"), 5.0);
+    assert_eq!(wait_value(&prom, "envoy_server_uptime"), 3600.0);
+    assert_eq!(wait_value(&prom, "envoy_cluster_mixer_server_upstream_rq_time_count"), 2.0);
+    assert_eq!(wait_value(&prom, "tagged_requests{route=\"/api\",code=\"200\"}"), 3.0);
+    assert!(wait_value(&prom, "statsd_exporter_lines_total") >= 5.0);
+    // Everything the gateway exposed was ingested: no sample rejected by the scrape.
+    let scraped = wait_value(&prom, "scrape_samples_scraped{job=\"envoy\"}");
+    let added = wait_value(&prom, "scrape_samples_post_metric_relabeling{job=\"envoy\"}");
+    assert_eq!(scraped, added);
+    assert!(scraped > 20.0, "self-metrics and user series: {scraped}");
+}
