@@ -192,8 +192,9 @@ pub(crate) fn run_receive_loop<S: Sink>(
     stop: &Arc<AtomicBool>,
     listener: &'static str,
 ) {
-    // The kernel's counter is cumulative per socket and starts at zero; it is attached only
-    // once it is non-zero, so a missing value means "no drops yet".
+    // The kernel's counter is cumulative per socket and starts at zero. It is stamped on a
+    // datagram when that datagram is queued, and only when non-zero, so drops show up with the
+    // next datagram that gets through, and a missing value means "no drops yet".
     let mut last_drop_count: u32 = 0;
     while !stop.load(Ordering::Relaxed) {
         match receiver.receive(socket) {
@@ -242,4 +243,112 @@ pub(crate) fn run_receive_loop<S: Sink>(
         }
     }
     sink.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::{RECEIVE_TIMEOUT, names};
+    use std::net::UdpSocket;
+
+    #[derive(Default)]
+    struct CountingSink {
+        datagrams: u64,
+        flushes: u64,
+    }
+
+    impl Sink for CountingSink {
+        fn datagram(&mut self, _payload: &[u8]) {
+            self.datagrams += 1;
+        }
+        fn line(&mut self, _line: &[u8]) {}
+        fn flush(&mut self) {
+            self.flushes += 1;
+        }
+    }
+
+    fn counter_value(rendered: &str, name: &str) -> u64 {
+        rendered
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .map_or(0, |v| v.trim().parse().unwrap())
+    }
+
+    #[test]
+    fn batches_preserve_payloads_and_lengths() {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        server.set_read_timeout(Some(RECEIVE_TIMEOUT)).unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let payloads: [&[u8]; 3] = [b"one:1|c", b"", b"three:3|c\nfour:4|c"];
+        for payload in payloads {
+            client
+                .send_to(payload, server.local_addr().unwrap())
+                .unwrap();
+        }
+        let mut receiver = BatchReceiver::new(2, true);
+        let mut got = Vec::new();
+        while got.len() < payloads.len() {
+            let n = receiver.receive(&server).unwrap();
+            assert!(n <= 2);
+            for i in 0..n {
+                let datagram = receiver.datagram(i);
+                assert!(!datagram.truncated);
+                assert_eq!(datagram.drop_count, None);
+                got.push(datagram.payload.to_vec());
+            }
+        }
+        assert_eq!(got, payloads.map(<[u8]>::to_vec));
+        // Nothing left: the receive timeout surfaces as WouldBlock.
+        let err = receiver.receive(&server).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+    }
+
+    /// The kernel stamps its drop count on datagrams queued after the drops, so the count is
+    /// published with the next datagram that gets through.
+    #[test]
+    fn kernel_drops_are_counted_from_so_rxq_ovfl() {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        server.set_read_timeout(Some(RECEIVE_TIMEOUT)).unwrap();
+        socket2::SockRef::from(&server)
+            .set_recv_buffer_size(4096)
+            .unwrap();
+        enable_drop_counter(&server).unwrap();
+        let addr = server.local_addr().unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let sent = 300u64;
+        for _ in 0..sent {
+            client.send_to(&[b'x'; 1000], addr).unwrap();
+        }
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let helper = {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(200));
+                client.send_to(b"after:1|c", addr).unwrap();
+                std::thread::sleep(Duration::from_millis(300));
+                stop.store(true, Ordering::Relaxed);
+            })
+        };
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let mut sink = CountingSink::default();
+        metrics::with_local_recorder(&recorder, || {
+            let counters = LoopCounters {
+                packets: metrics::counter!(names::UDP_PACKETS),
+                drops: Some(metrics::counter!(names::UDP_PACKET_DROPS)),
+            };
+            let mut receiver = BatchReceiver::new(8, true);
+            run_receive_loop(&server, &mut sink, &mut receiver, &counters, &stop, "udp");
+        });
+        helper.join().unwrap();
+
+        let rendered = handle.render();
+        let packets = counter_value(&rendered, names::UDP_PACKETS);
+        let drops = counter_value(&rendered, names::UDP_PACKET_DROPS);
+        assert_eq!(packets, sink.datagrams);
+        assert!(drops > 0, "{rendered}");
+        assert_eq!(packets + drops, sent + 1, "{rendered}");
+        assert!(sink.flushes >= 2, "flushed after batches and on timeouts");
+    }
 }

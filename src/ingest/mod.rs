@@ -44,8 +44,9 @@ pub trait Sink: Send + 'static {
 pub trait SinkFactory: Send + Sync + 'static {
     /// The sink type this factory makes.
     type Sink: Sink;
-    /// Called once per UDP receive thread, once per accepted TCP connection and once for the
-    /// unixgram thread, before that reader receives anything.
+    /// Called by [`start_udp`] once per socket and by [`start_unixgram`] once, on the caller's
+    /// thread before the receive threads start (the sink then moves to its thread); and once per
+    /// accepted TCP connection, on the runtime, before that connection is read.
     fn make_sink(&self) -> Self::Sink;
 }
 
