@@ -57,15 +57,11 @@ pub(crate) struct Datagram<'a> {
 
 /// Preallocated `recvmmsg` state for one receive thread.
 pub(crate) struct BatchReceiver {
-    // The headers and iovecs hold raw pointers into `buffers` and `control`. Those vectors are
-    // never resized after `new`, so their heap storage (and the pointers) stay valid for the
-    // life of the receiver even when the struct itself moves.
     buffers: Vec<u8>,
     control: Vec<u64>,
-    // Only reached through the headers' `msg_iov` pointers; held here to keep it alive.
-    #[expect(dead_code, reason = "read by the kernel through raw pointers")]
     iovecs: Vec<libc::iovec>,
     headers: Vec<libc::mmsghdr>,
+    control_words: usize,
     received: usize,
 }
 
@@ -74,33 +70,18 @@ impl BatchReceiver {
     /// `SO_RXQ_OVFL` control message.
     pub(crate) fn new(batch: usize, drop_counter: bool) -> Self {
         let batch = batch.max(1);
-        let mut buffers = vec![0u8; batch * MAX_DATAGRAM];
         let control_words = if drop_counter { CONTROL_WORDS } else { 0 };
-        let mut control = vec![0u64; batch * control_words];
-        let mut iovecs: Vec<libc::iovec> = buffers
-            .chunks_exact_mut(MAX_DATAGRAM)
-            .map(|chunk| libc::iovec {
-                iov_base: chunk.as_mut_ptr().cast(),
-                iov_len: chunk.len(),
-            })
-            .collect();
-        let headers = (0..batch)
-            .map(|i| {
-                // SAFETY: mmsghdr is a plain C struct for which all-zero is a valid value.
-                let mut header: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                header.msg_hdr.msg_iov = &mut iovecs[i];
-                header.msg_hdr.msg_iovlen = 1;
-                if control_words > 0 {
-                    header.msg_hdr.msg_control = control[i * control_words..].as_mut_ptr().cast();
-                }
-                header
-            })
-            .collect();
+        let iovec = libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        };
         BatchReceiver {
-            buffers,
-            control,
-            iovecs,
-            headers,
+            buffers: vec![0u8; batch * MAX_DATAGRAM],
+            control: vec![0u64; batch * control_words],
+            iovecs: vec![iovec; batch],
+            // SAFETY: mmsghdr is a plain C struct for which all-zero is a valid value.
+            headers: vec![unsafe { std::mem::zeroed::<libc::mmsghdr>() }; batch],
+            control_words,
             received: 0,
         }
     }
@@ -108,13 +89,26 @@ impl BatchReceiver {
     /// Waits for at least one datagram (up to the socket's receive timeout), then takes whatever
     /// else is already queued, up to the batch size. Returns how many were received.
     pub(crate) fn receive(&mut self, fd: &impl AsRawFd) -> io::Result<usize> {
-        let control_len = if self.control.is_empty() {
-            0
-        } else {
-            CONTROL_WORDS * size_of::<u64>()
-        };
-        for header in &mut self.headers {
-            // The kernel overwrites these with what it returned; reset them to capacities.
+        // The pointers are rebuilt on every call (a few stores per datagram slot) rather than
+        // kept from `new`: then none outlives a borrow of the buffers it points into, and the
+        // lengths the kernel overwrote are reset to the capacities.
+        let buffers = self.buffers.as_mut_ptr();
+        let control = self.control.as_mut_ptr();
+        let control_len = self.control_words * size_of::<u64>();
+        for (i, (header, iovec)) in self.headers.iter_mut().zip(&mut self.iovecs).enumerate() {
+            // SAFETY: `buffers` holds `headers.len()` slots of MAX_DATAGRAM bytes and `control`
+            // holds `headers.len()` slots of `control_words` words, so both offsets stay inside.
+            unsafe {
+                iovec.iov_base = buffers.add(i * MAX_DATAGRAM).cast();
+                iovec.iov_len = MAX_DATAGRAM;
+                header.msg_hdr.msg_control = if control_len == 0 {
+                    std::ptr::null_mut()
+                } else {
+                    control.add(i * self.control_words).cast()
+                };
+            }
+            header.msg_hdr.msg_iov = iovec;
+            header.msg_hdr.msg_iovlen = 1;
             header.msg_hdr.msg_controllen = control_len as _;
             header.msg_hdr.msg_flags = 0;
             header.msg_len = 0;

@@ -34,6 +34,7 @@ pub struct UdpOptions {
 }
 
 impl Default for UdpOptions {
+    /// `[::]:9125` (statsd_exporter's `:9125`), 1 socket, system receive buffer, batches of 32.
     fn default() -> Self {
         UdpOptions {
             addr: SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), 9125),
