@@ -57,15 +57,11 @@ pub(crate) struct Datagram<'a> {
 
 /// Preallocated `recvmmsg` state for one receive thread.
 pub(crate) struct BatchReceiver {
-    // The headers and iovecs hold raw pointers into `buffers` and `control`. Those vectors are
-    // never resized after `new`, so their heap storage (and the pointers) stay valid for the
-    // life of the receiver even when the struct itself moves.
     buffers: Vec<u8>,
     control: Vec<u64>,
-    // Only reached through the headers' `msg_iov` pointers; held here to keep it alive.
-    #[expect(dead_code, reason = "read by the kernel through raw pointers")]
     iovecs: Vec<libc::iovec>,
     headers: Vec<libc::mmsghdr>,
+    control_words: usize,
     received: usize,
 }
 
@@ -74,33 +70,18 @@ impl BatchReceiver {
     /// `SO_RXQ_OVFL` control message.
     pub(crate) fn new(batch: usize, drop_counter: bool) -> Self {
         let batch = batch.max(1);
-        let mut buffers = vec![0u8; batch * MAX_DATAGRAM];
         let control_words = if drop_counter { CONTROL_WORDS } else { 0 };
-        let mut control = vec![0u64; batch * control_words];
-        let mut iovecs: Vec<libc::iovec> = buffers
-            .chunks_exact_mut(MAX_DATAGRAM)
-            .map(|chunk| libc::iovec {
-                iov_base: chunk.as_mut_ptr().cast(),
-                iov_len: chunk.len(),
-            })
-            .collect();
-        let headers = (0..batch)
-            .map(|i| {
-                // SAFETY: mmsghdr is a plain C struct for which all-zero is a valid value.
-                let mut header: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                header.msg_hdr.msg_iov = &mut iovecs[i];
-                header.msg_hdr.msg_iovlen = 1;
-                if control_words > 0 {
-                    header.msg_hdr.msg_control = control[i * control_words..].as_mut_ptr().cast();
-                }
-                header
-            })
-            .collect();
+        let iovec = libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        };
         BatchReceiver {
-            buffers,
-            control,
-            iovecs,
-            headers,
+            buffers: vec![0u8; batch * MAX_DATAGRAM],
+            control: vec![0u64; batch * control_words],
+            iovecs: vec![iovec; batch],
+            // SAFETY: mmsghdr is a plain C struct for which all-zero is a valid value.
+            headers: vec![unsafe { std::mem::zeroed::<libc::mmsghdr>() }; batch],
+            control_words,
             received: 0,
         }
     }
@@ -108,13 +89,26 @@ impl BatchReceiver {
     /// Waits for at least one datagram (up to the socket's receive timeout), then takes whatever
     /// else is already queued, up to the batch size. Returns how many were received.
     pub(crate) fn receive(&mut self, fd: &impl AsRawFd) -> io::Result<usize> {
-        let control_len = if self.control.is_empty() {
-            0
-        } else {
-            CONTROL_WORDS * size_of::<u64>()
-        };
-        for header in &mut self.headers {
-            // The kernel overwrites these with what it returned; reset them to capacities.
+        // The pointers are rebuilt on every call (a few stores per datagram slot) rather than
+        // kept from `new`: then none outlives a borrow of the buffers it points into, and the
+        // lengths the kernel overwrote are reset to the capacities.
+        let buffers = self.buffers.as_mut_ptr();
+        let control = self.control.as_mut_ptr();
+        let control_len = self.control_words * size_of::<u64>();
+        for (i, (header, iovec)) in self.headers.iter_mut().zip(&mut self.iovecs).enumerate() {
+            // SAFETY: `buffers` holds `headers.len()` slots of MAX_DATAGRAM bytes and `control`
+            // holds `headers.len()` slots of `control_words` words, so both offsets stay inside.
+            unsafe {
+                iovec.iov_base = buffers.add(i * MAX_DATAGRAM).cast();
+                iovec.iov_len = MAX_DATAGRAM;
+                header.msg_hdr.msg_control = if control_len == 0 {
+                    std::ptr::null_mut()
+                } else {
+                    control.add(i * self.control_words).cast()
+                };
+            }
+            header.msg_hdr.msg_iov = iovec;
+            header.msg_hdr.msg_iovlen = 1;
             header.msg_hdr.msg_controllen = control_len as _;
             header.msg_hdr.msg_flags = 0;
             header.msg_len = 0;
@@ -192,8 +186,9 @@ pub(crate) fn run_receive_loop<S: Sink>(
     stop: &Arc<AtomicBool>,
     listener: &'static str,
 ) {
-    // The kernel's counter is cumulative per socket and starts at zero; it is attached only
-    // once it is non-zero, so a missing value means "no drops yet".
+    // The kernel's counter is cumulative per socket and starts at zero. It is stamped on a
+    // datagram when that datagram is queued, and only when non-zero, so drops show up with the
+    // next datagram that gets through, and a missing value means "no drops yet".
     let mut last_drop_count: u32 = 0;
     while !stop.load(Ordering::Relaxed) {
         match receiver.receive(socket) {
@@ -242,4 +237,112 @@ pub(crate) fn run_receive_loop<S: Sink>(
         }
     }
     sink.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::{RECEIVE_TIMEOUT, names};
+    use std::net::UdpSocket;
+
+    #[derive(Default)]
+    struct CountingSink {
+        datagrams: u64,
+        flushes: u64,
+    }
+
+    impl Sink for CountingSink {
+        fn datagram(&mut self, _payload: &[u8]) {
+            self.datagrams += 1;
+        }
+        fn line(&mut self, _line: &[u8]) {}
+        fn flush(&mut self) {
+            self.flushes += 1;
+        }
+    }
+
+    fn counter_value(rendered: &str, name: &str) -> u64 {
+        rendered
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .map_or(0, |v| v.trim().parse().unwrap())
+    }
+
+    #[test]
+    fn batches_preserve_payloads_and_lengths() {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        server.set_read_timeout(Some(RECEIVE_TIMEOUT)).unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let payloads: [&[u8]; 3] = [b"one:1|c", b"", b"three:3|c\nfour:4|c"];
+        for payload in payloads {
+            client
+                .send_to(payload, server.local_addr().unwrap())
+                .unwrap();
+        }
+        let mut receiver = BatchReceiver::new(2, true);
+        let mut got = Vec::new();
+        while got.len() < payloads.len() {
+            let n = receiver.receive(&server).unwrap();
+            assert!(n <= 2);
+            for i in 0..n {
+                let datagram = receiver.datagram(i);
+                assert!(!datagram.truncated);
+                assert_eq!(datagram.drop_count, None);
+                got.push(datagram.payload.to_vec());
+            }
+        }
+        assert_eq!(got, payloads.map(<[u8]>::to_vec));
+        // Nothing left: the receive timeout surfaces as WouldBlock.
+        let err = receiver.receive(&server).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+    }
+
+    /// The kernel stamps its drop count on datagrams queued after the drops, so the count is
+    /// published with the next datagram that gets through.
+    #[test]
+    fn kernel_drops_are_counted_from_so_rxq_ovfl() {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        server.set_read_timeout(Some(RECEIVE_TIMEOUT)).unwrap();
+        socket2::SockRef::from(&server)
+            .set_recv_buffer_size(4096)
+            .unwrap();
+        enable_drop_counter(&server).unwrap();
+        let addr = server.local_addr().unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let sent = 300u64;
+        for _ in 0..sent {
+            client.send_to(&[b'x'; 1000], addr).unwrap();
+        }
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let helper = {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(200));
+                client.send_to(b"after:1|c", addr).unwrap();
+                std::thread::sleep(Duration::from_millis(300));
+                stop.store(true, Ordering::Relaxed);
+            })
+        };
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let mut sink = CountingSink::default();
+        metrics::with_local_recorder(&recorder, || {
+            let counters = LoopCounters {
+                packets: metrics::counter!(names::UDP_PACKETS),
+                drops: Some(metrics::counter!(names::UDP_PACKET_DROPS)),
+            };
+            let mut receiver = BatchReceiver::new(8, true);
+            run_receive_loop(&server, &mut sink, &mut receiver, &counters, &stop, "udp");
+        });
+        helper.join().unwrap();
+
+        let rendered = handle.render();
+        let packets = counter_value(&rendered, names::UDP_PACKETS);
+        let drops = counter_value(&rendered, names::UDP_PACKET_DROPS);
+        assert_eq!(packets, sink.datagrams);
+        assert!(drops > 0, "{rendered}");
+        assert_eq!(packets + drops, sent + 1, "{rendered}");
+        assert!(sink.flushes >= 2, "flushed after batches and on timeouts");
+    }
 }

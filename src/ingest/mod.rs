@@ -21,9 +21,10 @@ mod unixgram;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 pub use tcp::{TCP_MAX_LINE, TcpOptions, start_tcp};
 pub use udp::{UdpOptions, start_udp};
@@ -44,8 +45,9 @@ pub trait Sink: Send + 'static {
 pub trait SinkFactory: Send + Sync + 'static {
     /// The sink type this factory makes.
     type Sink: Sink;
-    /// Called once per UDP receive thread, once per accepted TCP connection and once for the
-    /// unixgram thread, before that reader receives anything.
+    /// Called by [`start_udp`] once per socket and by [`start_unixgram`] once, on the caller's
+    /// thread before the receive threads start (the sink then moves to its thread); and once per
+    /// accepted TCP connection, on the runtime, before that connection is read.
     fn make_sink(&self) -> Self::Sink;
 }
 
@@ -201,6 +203,7 @@ pub fn parse_listen_address(s: &str) -> Result<Option<SocketAddr>, IngestError> 
 /// A running listener. Dropping it, or calling [`Listener::shutdown`], stops it: receive threads
 /// are told to stop and joined (they notice within their ~100 ms receive timeout), the TCP accept
 /// task and its connection tasks are aborted, and a unixgram socket file is removed.
+#[must_use = "dropping a Listener stops it"]
 pub struct Listener {
     local_addr: Option<SocketAddr>,
     stop: Arc<AtomicBool>,
@@ -318,9 +321,10 @@ impl LogLimiter {
 
     /// True if the caller may log now.
     pub(crate) fn allow(&self) -> bool {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        // A monotonic clock, so a wall-clock step back cannot silence logging; +1 keeps 0 free
+        // to mean "never logged".
+        static EPOCH: OnceLock<Instant> = OnceLock::new();
+        let now = EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1;
         let last = self.last_ms.load(Ordering::Relaxed);
         if last != 0 && now.saturating_sub(last) < self.interval_ms {
             return false;

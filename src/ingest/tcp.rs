@@ -38,9 +38,18 @@ static ACCEPT_ERROR_LOG: LogLimiter = LogLimiter::new(Duration::from_secs(10));
 /// How to run the TCP listener.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TcpOptions {
-    /// Where to listen. `[::]` is bound dual-stack (see
+    /// Where to listen. Default `[::]:9125`, bound dual-stack (see
     /// [`parse_listen_address`](super::parse_listen_address)).
     pub addr: SocketAddr,
+}
+
+impl Default for TcpOptions {
+    /// `[::]:9125`, statsd_exporter's default `:9125`.
+    fn default() -> Self {
+        TcpOptions {
+            addr: SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), 9125),
+        }
+    }
 }
 
 /// Binds `opts.addr` and spawns, on the current tokio runtime, an accept task that starts a task

@@ -34,6 +34,7 @@ pub struct UdpOptions {
 }
 
 impl Default for UdpOptions {
+    /// `[::]:9125` (statsd_exporter's `:9125`), 1 socket, system receive buffer, batches of 32.
     fn default() -> Self {
         UdpOptions {
             addr: SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), 9125),
@@ -92,12 +93,12 @@ pub fn start_udp<F: SinkFactory>(
     for (index, socket) in sockets.into_iter().enumerate() {
         let name = format!("statsgate-udp-{index}");
         let stop = Arc::clone(&stop);
-        let factory = Arc::clone(&factory);
         let batch = opts.batch;
+        // Made here rather than in the thread so every sink exists when start_udp returns.
+        let mut sink = factory.make_sink();
         let spawned = std::thread::Builder::new()
             .name(name.clone())
             .spawn(move || {
-                let mut sink = factory.make_sink();
                 let mut receiver = BatchReceiver::new(batch, true);
                 // Handles are made once per thread; incrementing them is a relaxed atomic add.
                 let counters = LoopCounters {

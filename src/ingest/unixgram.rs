@@ -75,10 +75,10 @@ pub fn start_unixgram<F: SinkFactory>(
     let stop = Arc::new(AtomicBool::new(false));
     let thread_stop = Arc::clone(&stop);
     let name = "statsgate-unixgram".to_owned();
+    let mut sink = factory.make_sink();
     let handle = std::thread::Builder::new()
         .name(name.clone())
         .spawn(move || {
-            let mut sink = factory.make_sink();
             let mut receiver = BatchReceiver::new(UNIXGRAM_BATCH, false);
             let counters = LoopCounters {
                 packets: metrics::counter!(names::UNIXGRAM_PACKETS),
