@@ -496,8 +496,18 @@ impl Store {
 pub fn run_maintenance(store: &Store, stop: &std::sync::atomic::AtomicBool) {
     let expired = metrics::counter!("statsgate_series_expired_total");
     let series = metrics::gauge!("statsgate_series");
-    let by_type = [FamilyType::Counter, FamilyType::Gauge, FamilyType::Summary, FamilyType::Histogram]
-        .map(|t| (t, metrics::gauge!("statsd_exporter_metrics_total", "type" => t.as_str())));
+    let by_type = [
+        FamilyType::Counter,
+        FamilyType::Gauge,
+        FamilyType::Summary,
+        FamilyType::Histogram,
+    ]
+    .map(|t| {
+        (
+            t,
+            metrics::gauge!("statsd_exporter_metrics_total", "type" => t.as_str()),
+        )
+    });
     let mut ticks = 0u64;
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
