@@ -16,7 +16,9 @@ use std::path::PathBuf;
 /// loud note) when neither exists; under `CI=true` that is a failure instead.
 fn shared_data(name: &str) -> Option<PathBuf> {
     let candidates = [
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data").join(name),
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/data")
+            .join(name),
         PathBuf::from("/work/shared/data").join(name),
     ];
     if let Some(found) = candidates.into_iter().find(|p| p.exists()) {
@@ -84,7 +86,11 @@ fn run(line: &[u8], dialects: &Dialects) -> (Vec<Event>, Counts) {
             relative: (kind == EventKind::Gauge).then_some(sample.relative),
             labels,
         };
-        let times = if kind == EventKind::Observer { sample.repeat } else { 1 };
+        let times = if kind == EventKind::Observer {
+            sample.repeat
+        } else {
+            1
+        };
         for _ in 0..times {
             events.push(event.clone());
         }
@@ -119,8 +125,7 @@ fn expected_events(case: &Value) -> Vec<Event> {
                 kind,
                 name: e["name"].as_str().unwrap().to_string(),
                 value: e["value"].as_f64().unwrap(),
-                relative: (kind == "gauge")
-                    .then(|| e["relative"].as_bool().unwrap_or(false)),
+                relative: (kind == "gauge").then(|| e["relative"].as_bool().unwrap_or(false)),
                 labels: e["labels"]
                     .as_object()
                     .unwrap()
@@ -178,11 +183,15 @@ fn every_line_parsing_case() {
         let want_counts = expected_counts(case);
         if !same_events(&events, &want_events) {
             failed_ids.insert(id);
-            failures.push(format!("{id} events: got {events:?}\n want {want_events:?}"));
+            failures.push(format!(
+                "{id} events: got {events:?}\n want {want_events:?}"
+            ));
         }
         if counts != want_counts {
             failed_ids.insert(id);
-            failures.push(format!("{id} counters: got {counts:?}\n want {want_counts:?}"));
+            failures.push(format!(
+                "{id} counters: got {counts:?}\n want {want_counts:?}"
+            ));
         }
     }
     eprintln!(

@@ -150,8 +150,11 @@ async fn metrics(State(st): State<AppState>) -> Response {
             tx.blocking_send(Bytes::from(chunk)).is_ok()
         });
     });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<Bytes, Infallible>(b), rx))
+    // poll_fn over the receiver stays well-defined when polled again after the end, which
+    // the compression layer does (an `unfold` stream panics then).
+    let mut rx = rx;
+    let stream = futures_util::stream::poll_fn(move |cx| {
+        rx.poll_recv(cx).map(|o| o.map(Ok::<Bytes, Infallible>))
     });
     let mut resp = Response::new(Body::from_stream(stream));
     resp.headers_mut().insert(

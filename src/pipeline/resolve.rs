@@ -235,8 +235,8 @@ pub(super) fn resolve(
             Outcome::Failed {
                 counter: metrics::counter!(
                     "statsd_exporter_events_conflict_total",
-                    "type" => kind.as_str(),
-                    "metric_name" => name.clone()
+                    "metric_name" => name.clone(),
+                    "type" => kind.as_str()
                 ),
             }
         }
