@@ -316,15 +316,17 @@ impl Worker {
         c.tags += u64::from(handle.has_labels);
         c.tag_errors += u64::from(handle.tag_errors);
         c.labels_dropped += u64::from(handle.labels_dropped);
-        c.events[kind_index(kind)] += 1;
+        // statsd_exporter expands a sampled observer into int(1/rate) events, each counted.
+        let events = if kind == EventKind::Observer { u64::from(sample.repeat) } else { 1 };
+        c.events[kind_index(kind)] += events;
         match handle.mapped {
-            None => c.unmapped += 1,
-            Some(Action::Map) => c.actions_map += 1,
-            Some(Action::Drop) => c.actions_drop += 1,
+            None => c.unmapped += events,
+            Some(Action::Map) => c.actions_map += events,
+            Some(Action::Drop) => c.actions_drop += events,
         }
         match &handle.outcome {
             Outcome::Dropped => {}
-            Outcome::Failed { counter } => counter.increment(1),
+            Outcome::Failed { counter } => counter.increment(events),
             Outcome::Series { series, scale } => {
                 let store = &self.shared.store;
                 let now = store.clock().now_ms();
