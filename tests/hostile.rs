@@ -104,7 +104,9 @@ impl Paced<'_> {
         self.sent += 1;
         if self.sent % 16 == 0 {
             let want = self.sent as f64;
-            self.gw.wait_for("the gateway to catch up", |s| s.count("statsd_exporter_udp_packets_total") >= want);
+            self.gw.wait_for("the gateway to catch up", |s| {
+                s.count("statsd_exporter_udp_packets_total") >= want
+            });
         }
     }
 }

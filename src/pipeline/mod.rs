@@ -232,13 +232,31 @@ impl Worker {
     /// Handles one datagram: every `\n`-separated piece is a line (statsd_exporter counts
     /// empty pieces as lines too).
     pub fn datagram(&mut self, payload: &[u8]) {
+        self.follow_reload();
         for line in payload.split(|b| *b == b'\n') {
-            self.line(line);
+            self.parse_one(line);
         }
     }
 
     /// Handles one line without its terminator.
     pub fn line(&mut self, line: &[u8]) {
+        self.follow_reload();
+        self.parse_one(line);
+    }
+
+    /// Switches to a reloaded mapper before the next event, so an event received after a
+    /// reload is always mapped by the new rules. One relaxed load of a rarely written word.
+    #[inline]
+    fn follow_reload(&mut self) {
+        let gen_now = self.shared.generation.load(Ordering::Acquire);
+        if gen_now != self.generation {
+            self.generation = gen_now;
+            self.mapper = self.shared.mapper.load_full();
+            self.handles.clear();
+        }
+    }
+
+    fn parse_one(&mut self, line: &[u8]) {
         self.counts.lines += 1;
         if line.is_empty() {
             return;
@@ -250,14 +268,9 @@ impl Worker {
         self.counts.parse = parse;
     }
 
-    /// Publishes the batch's counts and picks up a reloaded mapper. Call once per batch.
+    /// Publishes the batch's counts. Call once per batch.
     pub fn flush(&mut self) {
-        let gen_now = self.shared.generation.load(Ordering::Acquire);
-        if gen_now != self.generation {
-            self.generation = gen_now;
-            self.mapper = self.shared.mapper.load_full();
-            self.handles.clear();
-        }
+        self.follow_reload();
         let c = std::mem::take(&mut self.counts);
         let t = &self.telemetry;
         let add = |counter: &Counter, n: u64| {
@@ -317,7 +330,11 @@ impl Worker {
         c.tag_errors += u64::from(handle.tag_errors);
         c.labels_dropped += u64::from(handle.labels_dropped);
         // statsd_exporter expands a sampled observer into int(1/rate) events, each counted.
-        let events = if kind == EventKind::Observer { u64::from(sample.repeat) } else { 1 };
+        let events = if kind == EventKind::Observer {
+            u64::from(sample.repeat)
+        } else {
+            1
+        };
         c.events[kind_index(kind)] += events;
         match handle.mapped {
             None => c.unmapped += events,

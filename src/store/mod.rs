@@ -399,9 +399,18 @@ impl Store {
             }
         }
         for suffix in ["_sum", "_count", "_bucket"] {
-            if let Some(base) = spec.name.strip_suffix(suffix)
-                && let Some(other) = self.family(base)
-                && Self::exposed_names(base, other.family_type)
+            let Some(base) = spec.name.strip_suffix(suffix) else {
+                continue;
+            };
+            let Some(other) = self.family(base) else {
+                continue;
+            };
+            // statsd_exporter refuses a counter or gauge X_sum/X_count/X_bucket whenever X has
+            // another type; and any family whose name is one of X's sample names would
+            // print a duplicate series.
+            let scalar = matches!(t, FamilyType::Counter | FamilyType::Gauge);
+            if (scalar && other.family_type != t)
+                || Self::exposed_names(base, other.family_type)
                     .iter()
                     .any(|n| n == spec.name)
             {
