@@ -404,3 +404,28 @@ fn version_and_help() {
         assert!(help.contains(flag), "{flag} missing in help");
     }
 }
+
+#[test]
+fn bad_lines_get_one_rate_limited_log_line() {
+    let gw = Gateway::start(&[]);
+    let bad: String = (0..200).map(|i| format!("bad{i}|c\n")).collect();
+    gw.send_tcp(bad.as_bytes());
+    let s = gw.wait_for("200 bad lines", |s| {
+        s.count("statsd_exporter_sample_errors_total{reason=\"malformed_line\"}") >= 200.0
+    });
+    assert_eq!(
+        s.count("statsd_exporter_sample_errors_total{reason=\"malformed_line\"}"),
+        200.0
+    );
+    let log = gw.log_text();
+    let logged: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("bad statsd line dropped"))
+        .collect();
+    assert_eq!(logged.len(), 1, "{log}");
+    assert!(
+        logged[0].contains("reason=malformed_line") && logged[0].contains("line=bad0|c"),
+        "{}",
+        logged[0]
+    );
+}

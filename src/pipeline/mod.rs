@@ -103,6 +103,7 @@ impl Pipeline {
             mapper: self.mapper.load_full(),
             counts: LocalCounts::default(),
             telemetry: WorkerTelemetry::new(),
+            diagnostics: Diagnostics::default(),
         }
     }
 }
@@ -190,7 +191,38 @@ pub struct Worker {
     mapper: Arc<Mapper>,
     counts: LocalCounts,
     telemetry: WorkerTelemetry,
+    diagnostics: Diagnostics,
 }
+
+/// Logs bad input at most once per [`Diagnostics::PERIOD`] per worker, with how many
+/// similar events were not logged: a flood of garbage must not become a flood of logs.
+/// Every bad line is still counted in the self-metrics.
+#[derive(Debug, Default)]
+struct Diagnostics {
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl Diagnostics {
+    const PERIOD: std::time::Duration = std::time::Duration::from_secs(10);
+
+    /// True when a message may be logged now; otherwise counts it as suppressed.
+    fn allow(&mut self) -> Option<u64> {
+        let now = std::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Self::PERIOD)
+        {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+/// At most this much of a bad line goes into a log message.
+const LOGGED_LINE_BYTES: usize = 200;
 
 fn kind_index(k: EventKind) -> usize {
     match k {
@@ -264,8 +296,31 @@ impl Worker {
         let dialects = self.shared.dialects;
         // Split borrows: the parser needs the counters while the callback needs the rest.
         let mut parse = std::mem::take(&mut self.counts.parse);
+        let before = parse.errors;
         parse_line(line, &dialects, &mut parse, |sample| self.sample(&sample));
+        if parse.errors != before {
+            self.report_bad_line(line, &before, &parse.errors);
+        }
         self.counts.parse = parse;
+    }
+
+    #[cold]
+    fn report_bad_line(&mut self, line: &[u8], before: &[u64; 9], after: &[u64; 9]) {
+        let Some(suppressed) = self.diagnostics.allow() else {
+            return;
+        };
+        let reason = SampleError::ALL
+            .iter()
+            .zip(before.iter().zip(after))
+            .find(|(_, (b, a))| a > b)
+            .map_or("unknown", |(e, _)| e.reason());
+        let shown = String::from_utf8_lossy(&line[..line.len().min(LOGGED_LINE_BYTES)]);
+        tracing::warn!(
+            reason,
+            line = %shown,
+            suppressed,
+            "bad statsd line dropped (counted in statsd_exporter_sample_errors_total)"
+        );
     }
 
     /// Publishes the batch's counts. Call once per batch.

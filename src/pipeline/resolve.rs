@@ -14,7 +14,7 @@ use crate::naming::{
     escape_metric_name, escape_metric_name_legacy, is_reserved_label, is_valid_label_name,
 };
 use crate::store::{
-    HistogramOptions, ObserverOptions, ResolveError, SeriesKind, SeriesSpec, Store, SummaryOptions,
+    HistogramOptions, ObserverOptions, SeriesKind, SeriesSpec, Store, SummaryOptions,
 };
 
 use super::Outcome;
@@ -134,6 +134,8 @@ pub(super) struct Resolved {
     pub(super) tag_errors: u32,
     pub(super) has_labels: bool,
     pub(super) labels_dropped: u32,
+    /// Why the identity cannot be stored, for a (rate-limited) log line.
+    pub(super) problem: Option<String>,
 }
 
 fn upsert(labels: &mut Vec<(String, String)>, key: &str, value: &str, overwrite: bool) {
@@ -159,6 +161,7 @@ pub(super) fn resolve(
         tag_errors: counts.errors,
         has_labels: counts.labels > 0,
         labels_dropped: 0,
+        problem: None,
     };
 
     let defaults = mapper.defaults();
@@ -196,6 +199,10 @@ pub(super) fn resolve(
         },
     };
     if name.is_empty() {
+        resolved.problem = Some(format!(
+            "metric {:?} maps to an empty name",
+            &*sample.metric
+        ));
         resolved.outcome = Outcome::Failed {
             counter: metrics::counter!("statsd_exporter_events_error_total", "reason" => "empty_metric_name"),
         };
@@ -231,7 +238,8 @@ pub(super) fn resolve(
     };
     resolved.outcome = match store.resolve(&spec) {
         Ok(series) => Outcome::Series { series, scale },
-        Err(ResolveError::Conflict { .. }) | Err(ResolveError::Reserved { .. }) => {
+        Err(e) => {
+            resolved.problem = Some(e.to_string());
             Outcome::Failed {
                 counter: metrics::counter!(
                     "statsd_exporter_events_conflict_total",

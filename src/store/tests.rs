@@ -74,7 +74,10 @@ fn observer_suffixes_conflict_both_ways() {
     assert!(s.resolve(&spec("q_sum", SeriesKind::Gauge, &[])).is_err());
     // statsd_exporter refuses X_bucket next to a summary X too, though a summary has no
     // bucket series.
-    assert!(s.resolve(&spec("q_bucket", SeriesKind::Gauge, &[])).is_err());
+    assert!(
+        s.resolve(&spec("q_bucket", SeriesKind::Gauge, &[]))
+            .is_err()
+    );
 
     s.resolve(&spec("c_count", SeriesKind::Counter, &[]))
         .unwrap();
