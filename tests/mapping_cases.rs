@@ -295,3 +295,17 @@ fn cache_hits_do_not_allocate() {
         assert!(uncached > after, "the allocation counter counts nothing");
     }
 }
+
+#[test]
+fn istio_mapping_file_loads_with_no_rules() {
+    let Some(path) = shared_data("istio-0.8-statsd-mapping.yml") else {
+        return;
+    };
+    let mapper = Mapper::load_file(&path, CacheOptions::default()).unwrap();
+    assert_eq!(mapper.rule_count(), 0);
+    assert!(
+        mapper
+            .map("cluster.outbound.upstream_rq_total", EventKind::Counter)
+            .is_none()
+    );
+}
