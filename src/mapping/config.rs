@@ -164,6 +164,42 @@ static GLOB_MATCH: LazyLock<regex::Regex> = LazyLock::new(|| {
         .unwrap_or_else(|e| panic!("static regex: {e}"))
 });
 
+/// A string that, like a Go `string` field read by yaml.v2, also takes a number or a boolean
+/// (`version: 2` is the label value "2").
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct ScalarString(pub(crate) String);
+
+impl<'de> Deserialize<'de> for ScalarString {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = ScalarString;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ScalarString, E> {
+                Ok(ScalarString(v.to_string()))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<ScalarString, E> {
+                Ok(ScalarString(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ScalarString, E> {
+                Ok(ScalarString(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ScalarString, E> {
+                Ok(ScalarString(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<ScalarString, E> {
+                Ok(ScalarString(v.to_string()))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<ScalarString, E> {
+                Ok(ScalarString(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// Labels in file order, refusing bad names and duplicate keys.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct LabelTemplates(pub(crate) Vec<(String, String)>);
@@ -188,8 +224,8 @@ impl<'de> Deserialize<'de> for LabelTemplates {
                     if labels.iter().any(|(k, _)| *k == key) {
                         return Err(de::Error::custom(format!("duplicate label {key:?}")));
                     }
-                    let value: String = map.next_value()?;
-                    labels.push((key, value));
+                    let value: ScalarString = map.next_value()?;
+                    labels.push((key, value.0));
                 }
                 Ok(LabelTemplates(labels))
             }
@@ -254,9 +290,9 @@ pub(crate) struct RawDefaults {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawMapping {
     #[serde(rename = "match", default)]
-    pub(crate) pattern: Option<String>,
+    pub(crate) pattern: Option<ScalarString>,
     #[serde(default)]
-    pub(crate) name: Option<String>,
+    pub(crate) name: Option<ScalarString>,
     #[serde(default)]
     pub(crate) labels: LabelTemplates,
     #[serde(default)]
@@ -266,7 +302,7 @@ pub(crate) struct RawMapping {
     #[serde(default)]
     match_type: MatchTypeField,
     #[serde(default)]
-    pub(crate) help: Option<String>,
+    pub(crate) help: Option<ScalarString>,
     #[serde(default)]
     action: ActionField,
     #[serde(default)]
@@ -354,13 +390,13 @@ pub(crate) fn parse(text: &str) -> Result<CheckedConfig, MappingError> {
             }
             at
         };
-        let Some(pattern) = m.pattern else {
+        let Some(ScalarString(pattern)) = m.pattern else {
             return Err(MappingError::MissingMatch {
                 at: at(Some("match")),
             });
         };
         let name = match m.name {
-            Some(name) if !name.is_empty() => name,
+            Some(ScalarString(name)) if !name.is_empty() => name,
             _ => {
                 return Err(MappingError::MissingName {
                     at: at(Some("name")),
@@ -422,7 +458,7 @@ pub(crate) fn parse(text: &str) -> Result<CheckedConfig, MappingError> {
             name,
             labels: m.labels.0,
             honor_labels: m.honor_labels,
-            help: m.help,
+            help: m.help.map(|h| h.0),
             action: m.action.0.unwrap_or(Action::Map),
             kind: m.match_metric_type.0,
             ttl,
@@ -686,6 +722,21 @@ mod tests {
         assert!(msg.contains("mappings[1].labels"), "{msg}");
         assert!(msg.contains("\"1x\""), "{msg}");
         assert_eq!(msg, "line 8: mappings[1].labels: invalid label name \"1x\"");
+    }
+
+    #[test]
+    fn scalar_label_values_read_as_strings() {
+        let c = parse(
+            "mappings:\n- match: a.*\n  name: x\n  labels:\n    version: 2\n    canary: true\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.rules[0].labels,
+            vec![
+                ("version".to_string(), "2".to_string()),
+                ("canary".to_string(), "true".to_string())
+            ]
+        );
     }
 
     #[test]
