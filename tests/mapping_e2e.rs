@@ -273,7 +273,10 @@ fn ttl_expires_idle_series_and_an_event_brings_it_back() {
         s.get("idle").is_some() && s.get("kept").is_some()
     });
     assert_eq!(s.get("idle"), Some(5.0));
-    let s = gw.wait_for("idle to expire", |s| s.get("idle").is_none());
+    // The expiry counter moves just after the series goes: wait for both.
+    let s = gw.wait_for("idle to expire", |s| {
+        s.get("idle").is_none() && s.count("statsgate_series_expired_total") >= 1.0
+    });
     assert_eq!(s.get("kept"), Some(1.0), "a series with a longer ttl stays");
     assert!(s.count("statsgate_series_expired_total") >= 1.0);
     gw.send_udp(b"idle:2|c");
