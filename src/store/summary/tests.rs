@@ -483,3 +483,22 @@ fn degenerate_options_fall_back_and_do_not_panic() {
     assert!(snap.quantiles[2].0.is_nan());
     assert_eq!(snap.count, 3_000);
 }
+
+#[test]
+fn an_observation_after_the_interval_end_flushes_the_buffer_first() {
+    let t0 = Instant::now();
+    let opts = default_opts();
+    let bucket = opts.max_age / opts.age_buckets;
+    let mut s = SlidingSummary::new(&opts, t0);
+    s.observe(1.0, 1, t0);
+    // Exactly on the boundary still belongs to the first interval (client_golang's `After`).
+    s.observe(2.0, 1, t0 + bucket);
+    assert_eq!(s.hot.len(), 2);
+    s.observe(3.0, 1, t0 + bucket + Duration::from_nanos(1));
+    assert_eq!(
+        s.hot.len(),
+        1,
+        "the old buffer was merged before the new value"
+    );
+    assert_eq!(s.streams[s.head].count(), 2.0);
+}
