@@ -207,8 +207,8 @@ impl SlidingSummary {
         }
         // Sorted once here rather than once per stream: each stream then receives sorted runs.
         self.hot.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
-        for &(value, weight) in &self.hot {
-            for stream in &mut self.streams {
+        for stream in &mut self.streams {
+            for &(value, weight) in &self.hot {
                 stream.insert(&self.targets, value, f64::from(weight));
             }
         }
