@@ -64,6 +64,9 @@ pub struct SlidingSummary {
     interval_nanos: u128,
     /// The interval the hot buffer belongs to (client_golang's `hotBufExpTime` is its end).
     hot_interval: u64,
+    /// The end of `hot_interval`, cached so `observe` compares instants instead of dividing;
+    /// `None` when it is beyond what `Instant` can represent.
+    hot_end: Option<Instant>,
     /// The interval the head stream was last rotated for (`headStreamExpTime`'s).
     head_interval: u64,
     sum: f64,
@@ -114,7 +117,7 @@ impl SlidingSummary {
         } else {
             (0..age_buckets).map(|_| CkmsStream::default()).collect()
         };
-        SlidingSummary {
+        let mut summary = SlidingSummary {
             quantiles: opts.objectives.iter().map(|o| o.quantile).collect(),
             targets,
             streams,
@@ -126,10 +129,13 @@ impl SlidingSummary {
             start: now,
             interval_nanos,
             hot_interval: 0,
+            hot_end: None,
             head_interval: 0,
             sum: 0.0,
             count: 0,
-        }
+        };
+        summary.hot_end = summary.interval_end(0);
+        summary
     }
 
     /// Records `value` `count` times (count may be 0 = no-op; statsd sampling sends e.g.
@@ -144,7 +150,7 @@ impl SlidingSummary {
         if self.streams.is_empty() {
             return;
         }
-        if self.interval_of(now) > self.hot_interval {
+        if self.hot_end.is_some_and(|end| now > end) {
             self.flush(now);
         }
         self.hot.push((value, count));
@@ -181,13 +187,28 @@ impl SlidingSummary {
         u64::try_from(k).unwrap_or(u64::MAX)
     }
 
+    /// `start + (interval + 1) × d`, or `None` if that overflows.
+    fn interval_end(&self, interval: u64) -> Option<Instant> {
+        let nanos = (u128::from(interval) + 1).checked_mul(self.interval_nanos)?;
+        let secs = u64::try_from(nanos / 1_000_000_000).ok()?;
+        // The remainder is below 10^9, so it fits in u32.
+        let sub = (nanos % 1_000_000_000) as u32;
+        self.start.checked_add(Duration::new(secs, sub))
+    }
+
     /// Merges the hot buffer into every stream, then rotates the streams up to `now`
     /// (client_golang's `swapBufs` + `flushColdBuf` + `maybeRotateStreams`).
     fn flush(&mut self, now: Instant) {
         // The hot buffer's interval only moves forward, even if `now` goes back.
-        self.hot_interval = self.hot_interval.max(self.interval_of(now));
-        for &(value, weight) in &self.hot {
-            for stream in &mut self.streams {
+        let interval = self.interval_of(now);
+        if interval > self.hot_interval {
+            self.hot_interval = interval;
+            self.hot_end = self.interval_end(interval);
+        }
+        // Sorted once here rather than once per stream: each stream then receives sorted runs.
+        self.hot.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+        for stream in &mut self.streams {
+            for &(value, weight) in &self.hot {
                 stream.insert(&self.targets, value, f64::from(weight));
             }
         }
