@@ -3,7 +3,7 @@
 
 use std::io::Write as _;
 
-use crate::store::{Family, FamilyType, Series, Store};
+use crate::store::{Family, FamilyType, LeFormat, ObserverOptions, Series, Store};
 
 /// How many series of one family are read per lock hold.
 const SERIES_PER_LOCK: usize = 4096;
@@ -120,7 +120,11 @@ fn write_header(buf: &mut Vec<u8>, fam: &Family) {
     buf.push(b'\n');
 }
 
-fn write_labels(buf: &mut Vec<u8>, labels: &[(Box<str>, Box<str>)], extra: Option<(&str, f64)>) {
+fn write_labels(
+    buf: &mut Vec<u8>,
+    labels: &[(Box<str>, Box<str>)],
+    extra: Option<(&str, f64, LeFormat)>,
+) {
     if labels.is_empty() && extra.is_none() {
         return;
     }
@@ -143,13 +147,18 @@ fn write_labels(buf: &mut Vec<u8>, labels: &[(Box<str>, Box<str>)], extra: Optio
         }
         buf.push(b'"');
     }
-    if let Some((k, v)) = extra {
+    if let Some((k, v, format)) = extra {
         if !first {
             buf.push(b',');
         }
         buf.extend_from_slice(k.as_bytes());
         buf.extend_from_slice(b"=\"");
-        write_float(buf, v);
+        match format {
+            LeFormat::Envoy if v.is_finite() && v.fract() == 0.0 && v.abs() < 1e21 => {
+                let _ = write!(buf, "{v:.0}");
+            }
+            _ => write_float(buf, v),
+        }
         buf.push(b'"');
     }
     buf.push(b'}');
@@ -160,7 +169,7 @@ fn write_sample(
     name: &str,
     suffix: &str,
     s: &Series,
-    extra: Option<(&str, f64)>,
+    extra: Option<(&str, f64, LeFormat)>,
 ) {
     buf.extend_from_slice(name.as_bytes());
     buf.extend_from_slice(suffix.as_bytes());
@@ -180,8 +189,11 @@ fn write_series(buf: &mut Vec<u8>, fam: &Family, s: &Series, at: std::time::Inst
             let Some(snap) = s.summary_snapshot(at) else {
                 return;
             };
-            for (q, v) in &snap.quantiles {
-                write_sample(buf, name, "", s, Some(("quantile", *q)));
+            // client_golang writes quantiles in ascending order, whatever the file's order.
+            let mut quantiles = snap.quantiles.clone();
+            quantiles.sort_by(|a, b| a.0.total_cmp(&b.0));
+            for (q, v) in &quantiles {
+                write_sample(buf, name, "", s, Some(("quantile", *q, LeFormat::Go)));
                 write_float(buf, *v);
                 buf.push(b'\n');
             }
@@ -195,9 +207,13 @@ fn write_series(buf: &mut Vec<u8>, fam: &Family, s: &Series, at: std::time::Inst
             let Some((bounds, cumulative, sum)) = s.histogram_snapshot() else {
                 return;
             };
+            let le_format = match fam.observer() {
+                Some(ObserverOptions::Histogram(h)) => h.le_format,
+                _ => LeFormat::Go,
+            };
             for (i, c) in cumulative.iter().enumerate() {
                 let le = bounds.get(i).copied().unwrap_or(f64::INFINITY);
-                write_sample(buf, name, "_bucket", s, Some(("le", le)));
+                write_sample(buf, name, "_bucket", s, Some(("le", le, le_format)));
                 let _ = writeln!(buf, "{c}");
             }
             write_sample(buf, name, "_sum", s, None);

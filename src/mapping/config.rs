@@ -513,11 +513,8 @@ fn merge_summary(raw: Option<&RawSummaryOptions>, fallback: &SummaryOptions) -> 
 }
 
 fn histogram_defaults(raw: Option<&RawHistogramOptions>) -> Result<HistogramOptions, String> {
-    Ok(
-        histogram_defaults_opt(raw)?.unwrap_or_else(|| HistogramOptions {
-            buckets: DEFAULT_BUCKETS.to_vec(),
-        }),
-    )
+    Ok(histogram_defaults_opt(raw)?
+        .unwrap_or_else(|| HistogramOptions::with_buckets(DEFAULT_BUCKETS.to_vec())))
 }
 
 /// The buckets a block sets, or `None` when it sets none (empty lists fall back too).
@@ -540,7 +537,7 @@ fn histogram_defaults_opt(
             "histogram buckets must be in strictly increasing order: {buckets:?}"
         ));
     }
-    Ok(Some(HistogramOptions { buckets }))
+    Ok(Some(HistogramOptions::with_buckets(buckets)))
 }
 
 /// Turns a serde_yaml_ng error into the variant for its cause, with line and key.

@@ -14,7 +14,7 @@ use crate::naming::{
     escape_metric_name, escape_metric_name_legacy, is_reserved_label, is_valid_label_name,
 };
 use crate::store::{
-    HistogramOptions, ObserverOptions, SeriesKind, SeriesSpec, Store, SummaryOptions,
+    HistogramOptions, LeFormat, ObserverOptions, SeriesKind, SeriesSpec, Store, SummaryOptions,
 };
 
 use super::Outcome;
@@ -89,6 +89,7 @@ impl Profile {
             prefix: prefix.to_string(),
             histogram: ObserverOptions::Histogram(HistogramOptions {
                 buckets: ENVOY_DEFAULT_BUCKETS_MS.to_vec(),
+                le_format: LeFormat::Envoy,
             }),
         }))
     }

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 pub use clock::CoarseClock;
-pub use options::{HistogramOptions, Objective, ObserverOptions, SummaryOptions};
+pub use options::{HistogramOptions, LeFormat, Objective, ObserverOptions, SummaryOptions};
 pub use series::Series;
 pub use summary::SummarySnapshot;
 

@@ -58,14 +58,36 @@ pub const DEFAULT_BUCKETS: [f64; 11] = [
 pub struct HistogramOptions {
     /// Upper bounds, strictly increasing, without `+Inf` (which is always present).
     pub buckets: Vec<f64>,
+    /// How the `le` label values are written.
+    pub le_format: LeFormat,
+}
+
+impl HistogramOptions {
+    /// Buckets written the way client_golang writes them.
+    pub fn with_buckets(buckets: Vec<f64>) -> Self {
+        HistogramOptions {
+            buckets,
+            le_format: LeFormat::Go,
+        }
+    }
 }
 
 impl Default for HistogramOptions {
     fn default() -> Self {
-        HistogramOptions {
-            buckets: DEFAULT_BUCKETS.to_vec(),
-        }
+        HistogramOptions::with_buckets(DEFAULT_BUCKETS.to_vec())
     }
+}
+
+/// How a histogram's `le` label values are written. Prometheus 2.x stores `le` as a string,
+/// so `le="1e+06"` and `le="1000000"` are different series to a query: each profile writes
+/// them as the exporter it replaces did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LeFormat {
+    /// Go's `%g` shortest form, as client_golang (statsd_exporter): `1e+06`.
+    #[default]
+    Go,
+    /// Envoy's `%.32g`: whole numbers in full (`3600000`).
+    Envoy,
 }
 
 /// How observer events aggregate into a series.

@@ -185,9 +185,7 @@ fn counters_gauges_and_histograms_aggregate() {
     g.gauge_update(-10.0, true);
     g.gauge_update(4.0, true);
     assert_eq!(g.scalar(), 327.0);
-    let hist = ObserverOptions::Histogram(HistogramOptions {
-        buckets: vec![1.0, 2.0],
-    });
+    let hist = ObserverOptions::Histogram(HistogramOptions::with_buckets(vec![1.0, 2.0]));
     let h = s
         .resolve(&spec("h", SeriesKind::Observer(&hist), &[]))
         .unwrap();
