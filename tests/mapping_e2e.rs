@@ -122,13 +122,15 @@ fn reload_over_http_under_load_loses_and_doubles_nothing() {
             let chunk = "load.x:1|c\n".repeat(100);
             for _ in 0..LINES / 100 {
                 s.write_all(chunk.as_bytes()).unwrap();
+                // Spread the load over the reloads rather than filling the socket at once.
+                std::thread::sleep(std::time::Duration::from_micros(500));
             }
             s.flush().unwrap();
             done.store(true, Ordering::Release);
         })
     };
     let mut reloads = 0;
-    while !done.load(Ordering::Acquire) && reloads < 50 {
+    while (!done.load(Ordering::Acquire) || reloads < 4) && reloads < 400 {
         std::fs::write(&cfg, if reloads % 2 == 0 { MAP_B } else { MAP_A }).unwrap();
         let (st, body) = gw.send("POST", "/-/reload");
         assert_eq!((st, body.as_str()), (200, "Requesting reload"));

@@ -130,6 +130,59 @@ struct Handle {
     labels_dropped: u32,
 }
 
+impl Handle {
+    #[inline]
+    fn is_stale(&self) -> bool {
+        matches!(&self.outcome, Outcome::Series { series, .. } if series.is_dead())
+    }
+}
+
+/// Applies one sample through a resolved handle.
+#[inline]
+fn apply(handle: &Handle, sample: &Sample<'_>, shared: &Pipeline, c: &mut LocalCounts) {
+    let kind = sample.kind();
+    c.tags += u64::from(handle.has_labels);
+    c.tag_errors += u64::from(handle.tag_errors);
+    c.labels_dropped += u64::from(handle.labels_dropped);
+    // statsd_exporter expands a sampled observer into int(1/rate) events, each counted.
+    let events = if kind == EventKind::Observer {
+        u64::from(sample.repeat)
+    } else {
+        1
+    };
+    c.events[kind_index(kind)] += events;
+    match handle.mapped {
+        None => c.unmapped += events,
+        Some(Action::Map) => c.actions_map += events,
+        Some(Action::Drop) => c.actions_drop += events,
+    }
+    match &handle.outcome {
+        Outcome::Dropped => {}
+        Outcome::Failed { counter } => counter.increment(events),
+        Outcome::Series { series, scale } => {
+            let store = &shared.store;
+            let now = store.clock().now_ms();
+            series.touch(now);
+            match sample.stat_type {
+                StatType::Counter => {
+                    let v = sample.value * scale;
+                    // NaN is not negative but would poison the running total too.
+                    if v < 0.0 || v.is_nan() {
+                        c.negative_counter += 1;
+                    } else {
+                        series.counter_add(v);
+                    }
+                }
+                StatType::Gauge => series.gauge_update(sample.value * scale, sample.relative),
+                StatType::Timer | StatType::Histogram | StatType::Distribution => {
+                    let v = shared.profile.observed_value(sample) * scale;
+                    series.observe(v, sample.repeat, store.clock(), now);
+                }
+            }
+        }
+    }
+}
+
 /// Counts accumulated over a batch and published in [`Worker::flush`].
 #[derive(Debug, Default)]
 struct LocalCounts {
@@ -360,64 +413,21 @@ impl Worker {
             h.write_u8(0xff);
         }
         let hash = h.finish();
-        let found = self
-            .handles
-            .find(hash, |e| key_matches(&e.key, kind, &parts));
-        let stale = match found {
-            Some(Handle {
-                outcome: Outcome::Series { series, .. },
-                ..
-            }) => series.is_dead(),
-            Some(_) => false,
-            None => true,
-        };
-        if stale {
-            self.resolve_into_cache(sample, hash, &parts);
-        }
-        let Some(handle) = self
+        // One probe in the steady state; a miss or a series expired since resolves first.
+        match self
             .handles
             .find(hash, |e| key_matches(&e.key, kind, &parts))
-        else {
-            return;
-        };
-        let c = &mut self.counts;
-        c.tags += u64::from(handle.has_labels);
-        c.tag_errors += u64::from(handle.tag_errors);
-        c.labels_dropped += u64::from(handle.labels_dropped);
-        // statsd_exporter expands a sampled observer into int(1/rate) events, each counted.
-        let events = if kind == EventKind::Observer {
-            u64::from(sample.repeat)
-        } else {
-            1
-        };
-        c.events[kind_index(kind)] += events;
-        match handle.mapped {
-            None => c.unmapped += events,
-            Some(Action::Map) => c.actions_map += events,
-            Some(Action::Drop) => c.actions_drop += events,
-        }
-        match &handle.outcome {
-            Outcome::Dropped => {}
-            Outcome::Failed { counter } => counter.increment(events),
-            Outcome::Series { series, scale } => {
-                let store = &self.shared.store;
-                let now = store.clock().now_ms();
-                series.touch(now);
-                match sample.stat_type {
-                    StatType::Counter => {
-                        let v = sample.value * scale;
-                        // NaN is not negative but would poison the running total too.
-                        if v < 0.0 || v.is_nan() {
-                            c.negative_counter += 1;
-                        } else {
-                            series.counter_add(v);
-                        }
-                    }
-                    StatType::Gauge => series.gauge_update(sample.value * scale, sample.relative),
-                    StatType::Timer | StatType::Histogram | StatType::Distribution => {
-                        let v = self.shared.profile.observed_value(sample) * scale;
-                        series.observe(v, sample.repeat, store.clock(), now);
-                    }
+        {
+            Some(handle) if !handle.is_stale() => {
+                apply(handle, sample, &self.shared, &mut self.counts);
+            }
+            _ => {
+                self.resolve_into_cache(sample, hash, &parts);
+                if let Some(handle) = self
+                    .handles
+                    .find(hash, |e| key_matches(&e.key, kind, &parts))
+                {
+                    apply(handle, sample, &self.shared, &mut self.counts);
                 }
             }
         }
