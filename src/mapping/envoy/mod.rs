@@ -17,7 +17,7 @@
 //! `\d`/`\w` are ASCII, and captures follow backtracking (leftmost-first) priority. The
 //! `regex` crate's `bytes::Regex` with Unicode off and CRLF mode on has exactly that
 //! character model and the same leftmost-first capture semantics; what it lacks is
-//! lookahead, which [`rewrite_lookahead`] removes with an equivalence-preserving rewrite.
+//! lookahead, which `rewrite_lookahead` removes with an equivalence-preserving rewrite.
 
 mod rules;
 
