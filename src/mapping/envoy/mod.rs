@@ -17,7 +17,7 @@
 //! `\d`/`\w` are ASCII, and captures follow backtracking (leftmost-first) priority. The
 //! `regex` crate's `bytes::Regex` with Unicode off and CRLF mode on has exactly that
 //! character model and the same leftmost-first capture semantics; what it lacks is
-//! lookahead, which [`rewrite_lookahead`] removes with an equivalence-preserving rewrite.
+//! lookahead, which `rewrite_lookahead` removes with an equivalence-preserving rewrite.
 
 mod rules;
 
@@ -142,6 +142,14 @@ struct CompiledRule {
     has_value_group: bool,
 }
 
+/// The rules a name with a given first token must try, in declared order: those whose regex
+/// requires that token and those that require none.
+#[derive(Debug)]
+struct TokenRules {
+    token: &'static str,
+    rules: Box<[usize]>,
+}
+
 /// Applies one [`TagRuleSet`] to Envoy stat names. Compiled once; `Send + Sync`.
 ///
 /// Rules whose regex starts with a literal token (`^cluster\.`, `^http(?=\.)`) can only match
@@ -153,9 +161,8 @@ struct CompiledRule {
 pub struct TagExtractor {
     set: TagRuleSet,
     rules: Box<[CompiledRule]>,
-    /// For each leading token: the indices of the rules with that token or with none, in
-    /// declared order, so dispatch never reorders tags.
-    by_token: Box<[(&'static str, Box<[usize]>)]>,
+    /// Dispatch by first token; keeping declared order means dispatch never reorders tags.
+    by_token: Box<[TokenRules]>,
     /// Indices of the rules with no leading token, for names whose token has no rules.
     untokened: Box<[usize]>,
 }
@@ -191,15 +198,18 @@ impl TagExtractor {
             .map(|rule| leading_token(rule.regex))
             .collect();
         let untokened: Box<[usize]> = (0..rules.len()).filter(|&i| tokens[i].is_none()).collect();
-        let mut by_token: Vec<(&'static str, Box<[usize]>)> = Vec::new();
+        let mut by_token: Vec<TokenRules> = Vec::new();
         for token in tokens.iter().flatten() {
-            if by_token.iter().any(|(t, _)| t == token) {
+            if by_token.iter().any(|entry| entry.token == *token) {
                 continue;
             }
             let indices = (0..rules.len())
                 .filter(|&i| tokens[i].is_none_or(|t| t == *token))
                 .collect();
-            by_token.push((token, indices));
+            by_token.push(TokenRules {
+                token,
+                rules: indices,
+            });
         }
         TagExtractor {
             set,
@@ -236,8 +246,8 @@ impl TagExtractor {
         // match a name without one anyway.
         let candidates = name
             .split_once('.')
-            .and_then(|(token, _)| self.by_token.iter().find(|(t, _)| *t == token))
-            .map_or(&self.untokened, |(_, indices)| indices);
+            .and_then(|(token, _)| self.by_token.iter().find(|entry| entry.token == token))
+            .map_or(&self.untokened, |entry| &entry.rules);
         self.run_rules(name, candidates.iter().copied(), out);
     }
 

@@ -3,7 +3,7 @@
 //! They are compiled into the binary because a user's clone has no `../shared` data: the
 //! rows below are `/work/shared/data/envoy-tag-regexes.tsv` row by row (checked by
 //! `tests/envoy_names.rs`), with each regex exactly as Envoy compiled it. Translation to
-//! the Rust regex dialect happens once, in [`super::compile_pattern`].
+//! the Rust regex dialect happens once, in `compile_pattern`.
 //!
 //! Sources:
 //! * `envoy-2018`: envoyproxy/envoy `source/common/config/well_known_names.cc` @
