@@ -1,3 +1,5 @@
+//! Unit tests; the parent declares this module under #[cfg(test)].
+//!
 //! Mapper-level tests: rule precedence, templates end to end, the cache and the result fields.
 
 use super::*;

@@ -1,3 +1,5 @@
+//! Unit tests; the parent declares this module under #[cfg(test)].
+
 use super::*;
 
 fn spec<'a>(name: &'a str, kind: SeriesKind<'a>, labels: &[(&str, &str)]) -> SeriesSpec<'a> {

@@ -1,3 +1,5 @@
+//! Unit tests; the parent declares this module under #[cfg(test)].
+
 use super::*;
 
 /// Envoy's algorithm run literally: every rule in declared order, each regex verbatim on a

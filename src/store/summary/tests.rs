@@ -1,3 +1,5 @@
+//! Unit tests; the parent declares this module under #[cfg(test)].
+//!
 //! Behaviour of the sliding summary: accuracy, window aging, buffering, weights, odd values.
 
 use super::*;
