@@ -263,11 +263,17 @@ fn round_binary(mantissa: u64, exp2: i64, sticky: bool, negative: bool) -> Resul
             e += 1;
         }
         if e > 1023 {
-            let inf = if negative { f64::NEG_INFINITY } else { f64::INFINITY };
+            let inf = if negative {
+                f64::NEG_INFINITY
+            } else {
+                f64::INFINITY
+            };
             return Err(FloatError::Range(inf));
         }
         let biased = (e + 1023) as u64;
-        return Ok(f64::from_bits(sign | biased << 52 | (kept & ((1 << 52) - 1))));
+        return Ok(f64::from_bits(
+            sign | biased << 52 | (kept & ((1 << 52) - 1)),
+        ));
     }
     // Subnormal: count in units of 2^-1074. A carry into bit 52 yields the smallest normal,
     // which is exactly the right encoding.
@@ -331,7 +337,11 @@ mod tests {
         assert_eq!(ok("0x1p-1075"), 0.0, "ties to even");
         assert_eq!(ok("0x1.8p-1075"), f64::from_bits(1));
         assert_eq!(ok("0x1.00000000000008p0"), 1.0, "half way rounds to even");
-        assert_eq!(ok("0x1.000000000000080000001p0"), 1.0000000000000002, "sticky");
+        assert_eq!(
+            ok("0x1.000000000000080000001p0"),
+            1.0000000000000002,
+            "sticky"
+        );
         assert_eq!(ok("0x1.00000000000018p0"), 1.0000000000000004);
         assert_eq!(ok("0x_1_2.3_4_5p+1_2"), 74565.0);
         assert_eq!(

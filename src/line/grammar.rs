@@ -74,7 +74,10 @@ impl<'a> Parts<'a> {
 
     /// The components after the value: the type first, then rate, tags, container id...
     fn components(&self) -> impl Iterator<Item = &'a str> + Clone + use<'a> {
-        self.after.into_iter().flat_map(|a| a.split('|')).chain(self.tail)
+        self.after
+            .into_iter()
+            .flat_map(|a| a.split('|'))
+            .chain(self.tail)
     }
 }
 
@@ -189,12 +192,11 @@ fn parse_samples<'a>(
 /// become int64's minimum there, so nothing is observed; negatives observe nothing either.
 /// Counts beyond `u32::MAX` saturate.
 fn repeat_for_rate(rate: f64) -> u32 {
+    // `i64::MAX as f64` rounds up to exactly 2^63, the first value outside int64.
+    const INT64_END: f64 = i64::MAX as f64;
     let times = 1.0 / rate;
-    if times.is_nan() || !(-9.223_372_036_854_775_808e18..9.223_372_036_854_775_808e18).contains(&times) {
-        return 0;
-    }
-    let times = times.trunc();
-    if times < 1.0 {
+    // NaN, below 1 (rates above 1 or negative) and beyond int64 all observe nothing.
+    if !(1.0..INT64_END).contains(&times) {
         0
     } else if times >= f64::from(u32::MAX) {
         u32::MAX
@@ -416,7 +418,10 @@ mod tests {
             (EventKind::Counter, "foo", 2.0, 1)
         );
         let g = one("foo:3|g");
-        assert_eq!((g.kind, g.value, g.relative), (EventKind::Gauge, 3.0, false));
+        assert_eq!(
+            (g.kind, g.value, g.relative),
+            (EventKind::Gauge, 3.0, false)
+        );
         let ms = one("foo:200|ms");
         assert_eq!((ms.kind, ms.value), (EventKind::Observer, 0.2));
         assert_eq!(one("foo:200|h").value, 200.0);
@@ -484,10 +489,7 @@ mod tests {
         let (got, c) = parse("foo:1|c|@bar");
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].value, 1.0, "rate 0 -> 1");
-        assert_eq!(
-            c,
-            counters(1, &[(SampleError::InvalidSampleFactor, 1)], 0)
-        );
+        assert_eq!(c, counters(1, &[(SampleError::InvalidSampleFactor, 1)], 0));
         // An overflowing rate is a Go range error that still yields +Inf.
         let (got, c) = parse("foo:5|c|@1e400");
         assert_eq!(got[0].value, 0.0);
@@ -536,11 +538,7 @@ mod tests {
         let values: Vec<_> = got.iter().map(|g| (g.value, g.repeat)).collect();
         assert_eq!(values, [(0.0005, 2), (0.12, 2), (3.0, 2)]);
         assert!(got.iter().all(|g| g.labels == labels(&[("k", "v")])));
-        rejected(
-            "t:1:2|c|#k:v",
-            SampleError::InvalidExtendedAggregateType,
-            0,
-        );
+        rejected("t:1:2|c|#k:v", SampleError::InvalidExtendedAggregateType, 0);
         rejected("t:1:2|g", SampleError::InvalidExtendedAggregateType, 0);
         rejected("t:1:2|msx", SampleError::InvalidExtendedAggregateType, 0);
         // A bad value skips only its own sample.
@@ -553,11 +551,23 @@ mod tests {
     fn dogstatsd_tags() {
         let s = one("foo:100|c|#tag1:bar,#tag2:baz");
         assert_eq!(s.labels, labels(&[("tag1", "bar"), ("tag2", "baz")]));
-        assert_eq!(s.counts, TagCounts { labels: 2, errors: 0 });
+        assert_eq!(
+            s.counts,
+            TagCounts {
+                labels: 2,
+                errors: 0
+            }
+        );
         let s = one("foo:1|c|#k:a:b");
         assert_eq!(s.labels, labels(&[("k", "a:b")]));
         let s = one("foo:1|c|#tag:value,,");
-        assert_eq!(s.counts, TagCounts { labels: 1, errors: 1 });
+        assert_eq!(
+            s.counts,
+            TagCounts {
+                labels: 1,
+                errors: 1
+            }
+        );
         let s = one("foo:1|c|#a:1|@0.5|#b:2");
         assert_eq!(s.labels, labels(&[("a", "1"), ("b", "2")]));
         assert_eq!(s.value, 2.0);
@@ -586,10 +596,22 @@ mod tests {
             ("foo.test", labels(&[("tag1", "bar")]))
         );
         let s = one("foo.[tag1,tag2]test:1|c");
-        assert_eq!(s.counts, TagCounts { labels: 0, errors: 2 });
+        assert_eq!(
+            s.counts,
+            TagCounts {
+                labels: 0,
+                errors: 2
+            }
+        );
         let s = one("[tag1=bar,tag2=bazfoo.test:1|c");
         assert_eq!(s.metric, "[tag1=bar,tag2=bazfoo.test");
-        assert_eq!(s.counts, TagCounts { labels: 0, errors: 1 });
+        assert_eq!(
+            s.counts,
+            TagCounts {
+                labels: 0,
+                errors: 1
+            }
+        );
     }
 
     #[test]
@@ -654,7 +676,13 @@ mod tests {
         let (got, c) = parse("foo#bad:1|c|#x:y");
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].labels, labels(&[("x", "y")]));
-        assert_eq!(got[0].counts, TagCounts { labels: 1, errors: 1 });
+        assert_eq!(
+            got[0].counts,
+            TagCounts {
+                labels: 1,
+                errors: 1
+            }
+        );
         assert_eq!(c, counters(1, &[], 0));
     }
 
@@ -686,7 +714,10 @@ mod tests {
 
     #[test]
     fn invalid_utf8_anywhere_is_a_malformed_line() {
-        for line in [&b"invalid\xc3(utf8:1|c"[..], b"foo:100|c|@0.1|#tag:\xc3(invalid"] {
+        for line in [
+            &b"invalid\xc3(utf8:1|c"[..],
+            b"foo:100|c|@0.1|#tag:\xc3(invalid",
+        ] {
             let (got, c) = parse_with(line, Dialects::default());
             assert!(got.is_empty());
             assert_eq!(c, counters(0, &[(SampleError::MalformedLine, 1)], 0));
@@ -723,7 +754,11 @@ mod tests {
         assert_eq!(one("foo:-infinity|g").value, f64::NEG_INFINITY);
         assert!(one("foo:NaN|g").value.is_nan());
         assert_eq!(one("foo:0x1p-2|h").value, 0.25);
-        assert_eq!(one("foo:1_000|c").value, 1000.0, "Go accepts digit separators");
+        assert_eq!(
+            one("foo:1_000|c").value,
+            1000.0,
+            "Go accepts digit separators"
+        );
         rejected("foo:1e400|c", SampleError::MalformedValue, 1);
         rejected("foo:1__0|c", SampleError::MalformedValue, 1);
         rejected("foo:0x1|c", SampleError::MalformedValue, 1);
@@ -772,10 +807,7 @@ mod tests {
         assert_eq!(c, counters(0, &[(SampleError::MixedTaggingStyles, 1)], 1));
         // DogStatsD tags read before a bad component or an illegal type.
         let (_, c) = parse("foo:1|c|#,a|zz|#b");
-        assert_eq!(
-            c,
-            counters(1, &[(SampleError::InvalidSampleFactor, 1)], 2)
-        );
+        assert_eq!(c, counters(1, &[(SampleError::InvalidSampleFactor, 1)], 2));
         let (_, c) = parse("foo:1|s|#,a");
         assert_eq!(c, counters(1, &[(SampleError::IllegalEvent, 1)], 2));
         // Tags after the bad component were never read.
@@ -783,7 +815,13 @@ mod tests {
         assert_eq!(c.tag_errors, 0);
         // Emitted samples carry their errors to decode instead.
         let (got, c) = parse("foo#bad:1|c");
-        assert_eq!(got[0].counts, TagCounts { labels: 0, errors: 1 });
+        assert_eq!(
+            got[0].counts,
+            TagCounts {
+                labels: 0,
+                errors: 1
+            }
+        );
         assert_eq!(c.tag_errors, 0);
     }
 
@@ -794,7 +832,12 @@ mod tests {
             b"foo,a=b:1|c|@0.5|#x:y|c:ct",
             &Dialects::default(),
             &mut ParseCounters::default(),
-            |s| ids.push(s.identity().map(|b| String::from_utf8_lossy(b).into_owned())),
+            |s| {
+                ids.push(
+                    s.identity()
+                        .map(|b| String::from_utf8_lossy(b).into_owned()),
+                )
+            },
         );
         let _ = &mut ids;
         assert_eq!(ids.len(), 0, "mixed styles: dropped");
@@ -802,7 +845,12 @@ mod tests {
             b"foo:1|c|@0.5|#x:y|c:ct",
             &Dialects::default(),
             &mut ParseCounters::default(),
-            |s| ids.push(s.identity().map(|b| String::from_utf8_lossy(b).into_owned())),
+            |s| {
+                ids.push(
+                    s.identity()
+                        .map(|b| String::from_utf8_lossy(b).into_owned()),
+                )
+            },
         );
         assert_eq!(ids, [["foo", "x:y", "ct"]]);
     }
@@ -835,12 +883,18 @@ mod tests {
         // Components before the tags still work.
         let (got, c) = parse_with(b"t:10|ms|@0.5|#k:a|b", envoy());
         assert_eq!(c, counters(1, &[], 0));
-        assert_eq!((got[0].repeat, got[0].labels.clone()), (2, labels(&[("k", "a|b")])));
+        assert_eq!(
+            (got[0].repeat, got[0].labels.clone()),
+            (2, labels(&[("k", "a|b")]))
+        );
         let (got, _) = parse_with(b"t:1:2|ms|#k:a|b", envoy());
         assert_eq!(got.len(), 2);
         assert!(got.iter().all(|g| g.labels == labels(&[("k", "a|b")])));
         let (got, _) = parse_with(b"t:1|c|c:ct|#k:a|b", envoy());
-        assert_eq!(got[0].labels, labels(&[("k", "a|b"), ("container_id", "ct")]));
+        assert_eq!(
+            got[0].labels,
+            labels(&[("k", "a|b"), ("container_id", "ct")])
+        );
         // `|#` as the type: the tag component is the type, as without the option.
         let (got, c) = parse_with(b"t:1|#k:v", envoy());
         assert!(got.is_empty());
@@ -851,15 +905,9 @@ mod tests {
     fn without_tags_last_the_istio_line_is_dropped() {
         let (got, c) = parse(ISTIO_LINE);
         assert!(got.is_empty());
-        assert_eq!(
-            c,
-            counters(1, &[(SampleError::InvalidSampleFactor, 1)], 0)
-        );
+        assert_eq!(c, counters(1, &[(SampleError::InvalidSampleFactor, 1)], 0));
         let (got, c) = parse("t:1|c|#k:a|b");
         assert!(got.is_empty());
-        assert_eq!(
-            c,
-            counters(1, &[(SampleError::InvalidSampleFactor, 1)], 0)
-        );
+        assert_eq!(c, counters(1, &[(SampleError::InvalidSampleFactor, 1)], 0));
     }
 }

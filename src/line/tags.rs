@@ -163,7 +163,10 @@ pub(super) fn decode<'a>(tags: &Tags<'a>, mut f: impl FnMut(Cow<'a, str>, &'a st
             for_each_tag(list, b':', true, |k, v| f(escape_metric_name(k), v))
         };
         if tags.dialects.dogstatsd_tags_last {
-            if tags.container_id.is_some_and(|id| starts_before(id, section)) {
+            if tags
+                .container_id
+                .is_some_and(|id| starts_before(id, section))
+            {
                 emit_container(&mut f, &mut counts);
             }
             add(&mut counts, dog(section, &mut f));
@@ -290,13 +293,25 @@ mod tests {
             (c.labels, c.errors)
         };
         assert_eq!(walk("", b':', true), (0, 0));
-        assert_eq!(walk("a:b,,", b':', true), (1, 1), "trailing empty is skipped");
+        assert_eq!(
+            walk("a:b,,", b':', true),
+            (1, 1),
+            "trailing empty is skipped"
+        );
         assert_eq!(walk(",", b':', true), (0, 1));
         assert_eq!(walk("a", b':', true), (0, 1), "missing separator");
-        assert_eq!(walk(":b,a:", b':', true), (0, 2), "empty key and empty value");
+        assert_eq!(
+            walk(":b,a:", b':', true),
+            (0, 2),
+            "empty key and empty value"
+        );
         assert_eq!(walk("#", b':', true), (0, 1));
         assert_eq!(walk("#a:b,#c:d", b':', true), (2, 0));
-        assert_eq!(walk("#a=b", b'=', false), (1, 0), "names keep the # in the key");
+        assert_eq!(
+            walk("#a=b", b'=', false),
+            (1, 0),
+            "names keep the # in the key"
+        );
     }
 
     #[test]
