@@ -697,9 +697,10 @@ mod tests {
         rejected("foo:1|c|#a:b|c", SampleError::MalformedContainerId, 1);
         rejected("foo:1|c|#a:b|c:", SampleError::MalformedContainerId, 1);
         rejected("foo:1|c|#a:b|cx", SampleError::MalformedContainerId, 1);
-        // A later DogStatsD tag of the same name wins, as in Go's label map.
+        // The container id is decoded last wherever it sat, so equal identities decode
+        // alike (Go would let a later `#container_id:` tag win).
         let s = one("foo:1|c|c:id|#container_id:tag");
-        assert_eq!(s.labels, labels(&[("container_id", "tag")]));
+        assert_eq!(s.labels, labels(&[("container_id", "id")]));
         let s = one("foo:1|c|#container_id:tag|c:id");
         assert_eq!(s.labels, labels(&[("container_id", "id")]));
     }
