@@ -221,3 +221,92 @@ fn escape_metric_name_cases_through_tag_keys() {
     }
     eprintln!("escape_metric_name: {} cases pass", cases.len());
 }
+
+/// Counts allocations made by the current thread, so the hot-path claim is tested rather
+/// than believed. Other test threads do not disturb the count.
+mod counting_alloc {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    thread_local! {
+        static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+    }
+
+    pub struct Counting;
+
+    // SAFETY: every call is forwarded unchanged to the system allocator; the thread-local
+    // counter is a const-initialised Cell, which never allocates.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            ALLOCATIONS.with(|n| n.set(n.get() + 1));
+            // SAFETY: same contract as the caller's.
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: same contract as the caller's.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            ALLOCATIONS.with(|n| n.set(n.get() + 1));
+            // SAFETY: same contract as the caller's.
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+    }
+
+    pub fn count() -> u64 {
+        ALLOCATIONS.with(Cell::get)
+    }
+}
+
+#[global_allocator]
+static ALLOC: counting_alloc::Counting = counting_alloc::Counting;
+
+#[test]
+fn typical_lines_parse_and_decode_without_allocating() {
+    let dialects = Dialects::default();
+    let envoy = Dialects {
+        dogstatsd_tags_last: true,
+        ..Dialects::default()
+    };
+    let lines: [(&[u8], &Dialects); 8] = [
+        (b"envoy.cluster.x.upstream_rq_200:1|c", &dialects),
+        (b"foo:1|c|#a:b,c:d", &dialects),
+        (b"foo:12|ms|@0.1", &dialects),
+        (b"foo,a=b:1|c:2|g", &dialects),
+        (b"foo:0.5:120:3000|ms|#a:b", &dialects),
+        (b"foo:1|c|#bad,a:b|c:container", &dialects),
+        (
+            b"envoy.x:1|c|#envoy_cluster_name:outbound|9080|v1|r",
+            &envoy,
+        ),
+        (
+            b"envoy.x:1|c|#envoy.cluster_name:outbound|9080|v1|r",
+            &envoy,
+        ),
+    ];
+    for (line, dialects) in lines {
+        let text = String::from_utf8_lossy(line).into_owned();
+        let mut counters = ParseCounters::default();
+        let mut emitted = 0;
+        let before = counting_alloc::count();
+        parse_line(line, dialects, &mut counters, |s| {
+            emitted += 1;
+            std::hint::black_box(s);
+        });
+        assert_eq!(counting_alloc::count() - before, 0, "parse: {text}");
+        assert!(emitted > 0, "{text}");
+
+        // Decoding borrows too, unless a key needs escaping (`envoy.cluster_name`), which
+        // happens once per new series, not per line.
+        let mut decode_allocations = 0;
+        parse_line(line, dialects, &mut counters, |s| {
+            let before = counting_alloc::count();
+            s.tags.decode(|k, v| {
+                std::hint::black_box((k, v));
+            });
+            decode_allocations += counting_alloc::count() - before;
+        });
+        let clean_keys = !text.contains("envoy.cluster_name");
+        assert_eq!(decode_allocations == 0, clean_keys, "decode: {text}");
+    }
+}

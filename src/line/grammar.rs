@@ -192,14 +192,11 @@ fn parse_samples<'a>(
 /// become int64's minimum there, so nothing is observed; negatives observe nothing either.
 /// Counts beyond `u32::MAX` saturate.
 fn repeat_for_rate(rate: f64) -> u32 {
+    // `i64::MAX as f64` rounds up to exactly 2^63, the first value outside int64.
+    const INT64_END: f64 = i64::MAX as f64;
     let times = 1.0 / rate;
-    if times.is_nan()
-        || !(-9.223_372_036_854_775_808e18..9.223_372_036_854_775_808e18).contains(&times)
-    {
-        return 0;
-    }
-    let times = times.trunc();
-    if times < 1.0 {
+    // NaN, below 1 (rates above 1 or negative) and beyond int64 all observe nothing.
+    if !(1.0..INT64_END).contains(&times) {
         0
     } else if times >= f64::from(u32::MAX) {
         u32::MAX
@@ -700,9 +697,10 @@ mod tests {
         rejected("foo:1|c|#a:b|c", SampleError::MalformedContainerId, 1);
         rejected("foo:1|c|#a:b|c:", SampleError::MalformedContainerId, 1);
         rejected("foo:1|c|#a:b|cx", SampleError::MalformedContainerId, 1);
-        // A later DogStatsD tag of the same name wins, as in Go's label map.
+        // The container id is decoded last wherever it sat, so equal identities decode
+        // alike (Go would let a later `#container_id:` tag win).
         let s = one("foo:1|c|c:id|#container_id:tag");
-        assert_eq!(s.labels, labels(&[("container_id", "tag")]));
+        assert_eq!(s.labels, labels(&[("container_id", "id")]));
         let s = one("foo:1|c|#container_id:tag|c:id");
         assert_eq!(s.labels, labels(&[("container_id", "id")]));
     }

@@ -129,12 +129,6 @@ fn add(total: &mut TagCounts, more: TagCounts) {
     total.errors += more.errors;
 }
 
-/// Whether `a` starts earlier in the line than `b`. Both borrow the same line when they come
-/// from the parser; for hand-built [`Tags`] the order is arbitrary but still safe.
-fn starts_before(a: &str, b: &str) -> bool {
-    (a.as_ptr() as usize) < (b.as_ptr() as usize)
-}
-
 pub(super) fn decode<'a>(tags: &Tags<'a>, mut f: impl FnMut(Cow<'a, str>, &'a str)) -> TagCounts {
     let split = split_name(tags.name_section, &tags.dialects);
     let mut counts = TagCounts {
@@ -148,47 +142,33 @@ pub(super) fn decode<'a>(tags: &Tags<'a>, mut f: impl FnMut(Cow<'a, str>, &'a st
         );
     }
 
-    // `container_id` goes out at its place on the wire, so that a DogStatsD tag of the same
-    // name overwrites it (or is overwritten) exactly as in statsd_exporter's label map.
-    let mut container = tags.container_id;
-    let mut emit_container = |f: &mut dyn FnMut(Cow<'a, str>, &'a str), counts: &mut TagCounts| {
-        if let Some(id) = container.take() {
-            f(Cow::Borrowed("container_id"), id);
-            counts.labels += 1;
-        }
-    };
-
     if let Some(section) = tags.dogstatsd {
-        let dog = |list: &'a str, f: &mut dyn FnMut(Cow<'a, str>, &'a str)| {
-            for_each_tag(list, b':', true, |k, v| f(escape_metric_name(k), v))
-        };
+        let mut dog =
+            |list: &'a str| for_each_tag(list, b':', true, |k, v| f(escape_metric_name(k), v));
         if tags.dialects.dogstatsd_tags_last {
-            if tags
-                .container_id
-                .is_some_and(|id| starts_before(id, section))
-            {
-                emit_container(&mut f, &mut counts);
-            }
-            add(&mut counts, dog(section, &mut f));
+            add(&mut counts, dog(section));
         } else {
             // The section runs from the first `#` component to the end of the last one; the
             // components in between (`@rate`, `c:id`, `T...`) are skipped here.
             for (i, piece) in section.split('|').enumerate() {
-                if tags.container_id.is_some_and(|id| starts_before(id, piece)) {
-                    emit_container(&mut f, &mut counts);
-                }
                 let list = if i == 0 {
                     Some(piece)
                 } else {
                     piece.strip_prefix('#')
                 };
                 if let Some(list) = list {
-                    add(&mut counts, dog(list, &mut f));
+                    add(&mut counts, dog(list));
                 }
             }
         }
     }
-    emit_container(&mut f, &mut counts);
+    // Always last, whatever its place on the wire: the decode must be a function of
+    // `Sample::identity`, which does not record where the container id sat. (Go's label map
+    // lets whichever of `c:id` and a `#container_id:` tag comes later win.)
+    if let Some(id) = tags.container_id {
+        f(Cow::Borrowed("container_id"), id);
+        counts.labels += 1;
+    }
     counts
 }
 
@@ -365,7 +345,7 @@ mod tests {
         let (got, counts) = collect(&t);
         assert_eq!(
             got,
-            pairs(&[("a", "1"), ("container_id", "id"), ("b", "2")])
+            pairs(&[("a", "1"), ("b", "2"), ("container_id", "id")])
         );
         assert_eq!(counts.labels, 3);
     }
