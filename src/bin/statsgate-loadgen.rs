@@ -93,7 +93,12 @@ fn synthetic_lines(n: usize) -> Vec<Line> {
         .map(|i| {
             let (stat, kind) = SYNTHETIC_STATS[i % SYNTHETIC_STATS.len()];
             let svc = i / SYNTHETIC_STATS.len();
-            line(&format!("envoy.cluster.outbound|9080|v1|svc{svc}.default.svc.cluster.local.{stat}"), kind)
+            line(
+                &format!(
+                    "envoy.cluster.outbound|9080|v1|svc{svc}.default.svc.cluster.local.{stat}"
+                ),
+                kind,
+            )
         })
         .collect()
 }
@@ -101,7 +106,8 @@ fn synthetic_lines(n: usize) -> Vec<Line> {
 /// Reads `name|type` lines; the type follows the last `|` because Istio cluster names
 /// contain `|` themselves.
 fn read_names(path: &Path) -> Result<Vec<(String, String)>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut out = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let l = raw.trim();
@@ -149,7 +155,10 @@ struct Datagrams {
 }
 
 fn build_datagrams(lines: &[Line], packed: bool, max_bytes: usize) -> Datagrams {
-    let mut d = Datagrams { payloads: Vec::new(), lines: Vec::new() };
+    let mut d = Datagrams {
+        payloads: Vec::new(),
+        lines: Vec::new(),
+    };
     if !packed {
         for l in lines {
             d.payloads.push(l.clone());
@@ -158,12 +167,17 @@ fn build_datagrams(lines: &[Line], packed: bool, max_bytes: usize) -> Datagrams 
         return d;
     }
     // A single hot line is repeated to fill the datagram, as a busy client would.
-    let repeat = if lines.len() == 1 { (max_bytes / (lines[0].len() + 1)).max(1) } else { 1 };
+    let repeat = if lines.len() == 1 {
+        (max_bytes / (lines[0].len() + 1)).max(1)
+    } else {
+        1
+    };
     let mut cur: Vec<u8> = Vec::with_capacity(max_bytes);
     let mut count = 0u32;
     for l in lines.iter().flat_map(|l| std::iter::repeat_n(l, repeat)) {
         if count > 0 && cur.len() + 1 + l.len() > max_bytes {
-            d.payloads.push(std::mem::replace(&mut cur, Vec::with_capacity(max_bytes)));
+            d.payloads
+                .push(std::mem::replace(&mut cur, Vec::with_capacity(max_bytes)));
             d.lines.push(count);
             count = 0;
         }
@@ -192,7 +206,9 @@ struct Counts {
 fn sum_metric(body: &str, name: &str) -> Option<f64> {
     let mut found = None;
     for l in body.lines() {
-        let Some(rest) = l.strip_prefix(name) else { continue };
+        let Some(rest) = l.strip_prefix(name) else {
+            continue;
+        };
         let rest = match rest.as_bytes().first() {
             Some(b' ') => rest,
             Some(b'{') => match rest.rfind('}') {
@@ -201,7 +217,11 @@ fn sum_metric(body: &str, name: &str) -> Option<f64> {
             },
             _ => continue,
         };
-        if let Some(v) = rest.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()) {
+        if let Some(v) = rest
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<f64>().ok())
+        {
             *found.get_or_insert(0.0) += v;
         }
     }
@@ -221,13 +241,23 @@ fn counts(body: &str) -> Counts {
 }
 
 fn is_self_metric(l: &str) -> bool {
-    ["statsd_exporter_", "statsgate_", "go_", "process_", "promhttp_"].iter().any(|p| l.starts_with(p))
+    [
+        "statsd_exporter_",
+        "statsgate_",
+        "go_",
+        "process_",
+        "promhttp_",
+    ]
+    .iter()
+    .any(|p| l.starts_with(p))
 }
 
 /// A minimal HTTP/1.1 GET, enough for a metrics endpoint: `Connection: close`, identity or
 /// chunked body. Returns the body and how long the request took.
 fn http_get(url: &str) -> Result<(String, Duration)> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| anyhow!("only http:// URLs are supported: {url}"))?;
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow!("only http:// URLs are supported: {url}"))?;
     let (hostport, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -238,9 +268,13 @@ fn http_get(url: &str) -> Result<(String, Duration)> {
         .next()
         .ok_or_else(|| anyhow!("{hostport} resolves to nothing"))?;
     let started = Instant::now();
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).with_context(|| format!("connecting to {addr}"))?;
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .with_context(|| format!("connecting to {addr}"))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {hostport}\r\nAccept: text/plain\r\nConnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {hostport}\r\nAccept: text/plain\r\nConnection: close\r\n\r\n"
+    )?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).context("reading the scrape")?;
     let elapsed = started.elapsed();
@@ -257,7 +291,10 @@ fn http_get(url: &str) -> Result<(String, Duration)> {
     if head.contains("content-encoding:") && !head.contains("content-encoding: identity") {
         bail!("{url} answered with a content encoding this client does not decode");
     }
-    let body = if head.lines().any(|l| l.starts_with("transfer-encoding:") && l.contains("chunked")) {
+    let body = if head
+        .lines()
+        .any(|l| l.starts_with("transfer-encoding:") && l.contains("chunked"))
+    {
         dechunk(body)?
     } else {
         body.to_vec()
@@ -268,10 +305,14 @@ fn http_get(url: &str) -> Result<(String, Duration)> {
 fn dechunk(mut b: &[u8]) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(b.len());
     loop {
-        let eol = b.windows(2).position(|w| w == b"\r\n").ok_or_else(|| anyhow!("truncated chunk header"))?;
+        let eol = b
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or_else(|| anyhow!("truncated chunk header"))?;
         let size_text = std::str::from_utf8(&b[..eol])?;
         let size_text = size_text.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size_text, 16).with_context(|| format!("bad chunk size {size_text:?}"))?;
+        let size = usize::from_str_radix(size_text, 16)
+            .with_context(|| format!("bad chunk size {size_text:?}"))?;
         b = &b[eol + 2..];
         if size == 0 {
             return Ok(out);
@@ -280,7 +321,9 @@ fn dechunk(mut b: &[u8]) -> Result<Vec<u8>> {
             bail!("truncated chunk");
         }
         out.extend_from_slice(&b[..size]);
-        b = b.get(size + 2..).ok_or_else(|| anyhow!("truncated chunk trailer"))?;
+        b = b
+            .get(size + 2..)
+            .ok_or_else(|| anyhow!("truncated chunk trailer"))?;
     }
 }
 
@@ -301,11 +344,19 @@ fn find_gateway_pid() -> Option<u32> {
     let me = std::process::id();
     let mut found = None;
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
         if pid == me {
             continue;
         }
-        if std::fs::read_to_string(entry.path().join("comm")).is_ok_and(|c| c.trim_end() == "statsgate") {
+        if std::fs::read_to_string(entry.path().join("comm"))
+            .is_ok_and(|c| c.trim_end() == "statsgate")
+        {
             if found.is_some() {
                 eprintln!("statsgate-loadgen: several statsgate processes; pass --gateway-pid");
                 return None;
@@ -355,7 +406,10 @@ fn send(sock: &UdpSocket, d: &Datagrams, args: &Args) -> Sent {
     let mut iovecs: Vec<libc::iovec> = d
         .payloads
         .iter()
-        .map(|p| libc::iovec { iov_base: p.as_ptr() as *mut libc::c_void, iov_len: p.len() })
+        .map(|p| libc::iovec {
+            iov_base: p.as_ptr() as *mut libc::c_void,
+            iov_len: p.len(),
+        })
         .collect();
     // SAFETY: mmsghdr is plain data; all-zero is a valid empty header (no name, no control).
     let mut hdrs: Vec<libc::mmsghdr> = (0..batch).map(|_| unsafe { std::mem::zeroed() }).collect();
@@ -399,12 +453,16 @@ fn send(sock: &UdpSocket, d: &Datagrams, args: &Args) -> Sent {
         } else {
             let r = r as usize;
             sent.datagrams += r as u64;
-            sent.lines += d.lines[next..next + r].iter().map(|&l| u64::from(l)).sum::<u64>();
+            sent.lines += d.lines[next..next + r]
+                .iter()
+                .map(|&l| u64::from(l))
+                .sum::<u64>();
             next = (next + r) % iovecs.len();
         }
         let now = Instant::now();
         if now.duration_since(last_report) >= Duration::from_secs(1) {
-            let rate = (sent.lines - last_lines) as f64 / now.duration_since(last_report).as_secs_f64();
+            let rate =
+                (sent.lines - last_lines) as f64 / now.duration_since(last_report).as_secs_f64();
             eprint!(
                 "\r{:6.1}s  {:>12} lines  {:>10.0} lines/s",
                 now.duration_since(started).as_secs_f64(),
@@ -447,9 +505,14 @@ fn main() -> Result<()> {
         .with_context(|| format!("resolving {}", args.target))?
         .next()
         .ok_or_else(|| anyhow!("{} resolves to nothing", args.target))?;
-    let bind = if target.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" };
+    let bind = if target.is_ipv6() {
+        "[::]:0"
+    } else {
+        "0.0.0.0:0"
+    };
     let sock = UdpSocket::bind(bind).context("binding the sending socket")?;
-    sock.connect(target).with_context(|| format!("connecting to {target}"))?;
+    sock.connect(target)
+        .with_context(|| format!("connecting to {target}"))?;
 
     let pid = args.gateway_pid.or_else(find_gateway_pid);
     let before = scrape(&args.scrape);
@@ -458,7 +521,8 @@ fn main() -> Result<()> {
         "statsgate-loadgen: {series} series, {} datagrams of {:.1} lines on average, to {target}{}",
         datagrams.payloads.len(),
         lines_per_cycle as f64 / datagrams.payloads.len() as f64,
-        pid.map(|p| format!(", gateway pid {p}")).unwrap_or_default()
+        pid.map(|p| format!(", gateway pid {p}"))
+            .unwrap_or_default()
     );
 
     let sent = send(&sock, &datagrams, &args);
@@ -473,9 +537,19 @@ fn main() -> Result<()> {
         (Some((b, _)), Some((a, _))) => Some((a.lines - b.lines, a.drops - b.drops)),
         _ => None,
     };
-    let loss = counted.map(|(c, _)| if sent.lines == 0 { 0.0 } else { 100.0 * (1.0 - c / sent.lines as f64) });
+    let loss = counted.map(|(c, _)| {
+        if sent.lines == 0 {
+            0.0
+        } else {
+            100.0 * (1.0 - c / sent.lines as f64)
+        }
+    });
     let cpu = match (ticks_before, ticks_after) {
-        (Some(b), Some(a)) => Some(100.0 * (a.saturating_sub(b)) as f64 / clock_ticks_per_sec() / cpu_wall.as_secs_f64().max(1e-9)),
+        (Some(b), Some(a)) => Some(
+            100.0 * (a.saturating_sub(b)) as f64
+                / clock_ticks_per_sec()
+                / cpu_wall.as_secs_f64().max(1e-9),
+        ),
         _ => None,
     };
     let scrape_ms = after.map(|(_, t)| t.as_secs_f64() * 1e3);
@@ -493,7 +567,10 @@ fn main() -> Result<()> {
         opt(loss, &|v| format!("{v:.3}%")),
         opt(counted.map(|c| c.1), &|v| format!("{v:.0}")),
         opt(cpu, &|v| format!("{v:.0}%")),
-        opt(rss.map(|r| r as f64), &|v| format!("{:.1} MiB", v / 1048576.0)),
+        opt(rss.map(|r| r as f64), &|v| format!(
+            "{:.1} MiB",
+            v / 1048576.0
+        )),
         opt(scrape_ms, &|v| format!("{v:.1} ms")),
         opt(exported, &|v| format!("{v:.0}")),
     );
@@ -536,7 +613,10 @@ mod tests {
                     statsd_exporter_udp_packet_drops_total{listener=\"udp\",socket=\"0\"} 2\n\
                     statsd_exporter_udp_packet_drops_total{listener=\"udp\",socket=\"1\"} 3\n";
         assert_eq!(sum_metric(body, "statsd_exporter_lines_total"), Some(10.0));
-        assert_eq!(sum_metric(body, "statsd_exporter_udp_packet_drops_total"), Some(5.0));
+        assert_eq!(
+            sum_metric(body, "statsd_exporter_udp_packet_drops_total"),
+            Some(5.0)
+        );
         assert_eq!(sum_metric(body, "missing"), None);
     }
 
@@ -559,13 +639,26 @@ mod tests {
     #[test]
     fn names_split_on_the_last_bar_and_stretch() {
         let dir = std::env::temp_dir().join(format!("loadgen-names-{}", std::process::id()));
-        std::fs::write(&dir, "# c\ncluster.outbound|9080|v1|r.default.svc.x.upstream_rq_200|c\nserver.live|g\n").unwrap();
+        std::fs::write(
+            &dir,
+            "# c\ncluster.outbound|9080|v1|r.default.svc.x.upstream_rq_200|c\nserver.live|g\n",
+        )
+        .unwrap();
         let names = read_names(&dir).unwrap();
         std::fs::remove_file(&dir).unwrap();
-        assert_eq!(names[0], ("cluster.outbound|9080|v1|r.default.svc.x.upstream_rq_200".into(), "c".into()));
+        assert_eq!(
+            names[0],
+            (
+                "cluster.outbound|9080|v1|r.default.svc.x.upstream_rq_200".into(),
+                "c".into()
+            )
+        );
         let lines = names_lines(&names, 4);
         assert_eq!(lines.len(), 4);
-        assert_eq!(lines[2], b"envoy.cluster.outbound|9080|v1|r.ns1.svc.x.upstream_rq_200:1|c");
+        assert_eq!(
+            lines[2],
+            b"envoy.cluster.outbound|9080|v1|r.ns1.svc.x.upstream_rq_200:1|c"
+        );
         assert_eq!(lines[3], b"envoy.server.live_1:42|g");
     }
 }
