@@ -1,8 +1,8 @@
 //! statsgate: a statsd-to-Prometheus gateway, a drop-in replacement for statsd_exporter.
 //!
-//! The modules follow a datagram's path: [`ingest`] (sockets) → [`line`] (grammar) →
+//! The modules follow a datagram's path: [`ingest`] (sockets) → [`line`](mod@crate::line) (grammar) →
 //! [`mapping`] (names and labels) → [`store`] (aggregation) → [`expose`] (HTTP exposition).
-//! [`pipeline`] is the hot path that joins line, mapping and store for one receive thread;
+//! [`pipeline`] is the hot path that joins the line grammar, mapping and store for one receive thread;
 //! [`config`], [`telemetry`] and [`logging`] serve the binary.
 
 pub mod config;

@@ -47,8 +47,16 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(&self, _ctx: &FmtContext<'_, S, N>, mut w: Writer<'_>, event: &Event<'_>) -> fmt::Result {
-        let mut fields = LogfmtFields { msg: String::new(), rest: String::new() };
+    fn format_event(
+        &self,
+        _ctx: &FmtContext<'_, S, N>,
+        mut w: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let mut fields = LogfmtFields {
+            msg: String::new(),
+            rest: String::new(),
+        };
         event.record(&mut fields);
         let meta = event.metadata();
         let level = match *meta.level() {
@@ -61,13 +69,20 @@ where
         let now = humantime_now();
         let mut msg = String::new();
         quote_if_needed(&mut msg, &fields.msg);
-        writeln!(w, "time={now} level={level} source={} msg={msg}{}", meta.target(), fields.rest)
+        writeln!(
+            w,
+            "time={now} level={level} source={} msg={msg}{}",
+            meta.target(),
+            fields.rest
+        )
     }
 }
 
 /// RFC 3339 UTC timestamp with milliseconds, without pulling in a date crate.
 fn humantime_now() -> String {
-    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     let secs = d.as_secs() as i64;
     let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Civil-from-days (Howard Hinnant's algorithm).
@@ -97,7 +112,10 @@ pub fn init(level: LogLevel, format: LogFormat) {
         LogLevel::Warn => Level::WARN,
         LogLevel::Error => Level::ERROR,
     };
-    let builder = tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).with_ansi(false);
+    let builder = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_ansi(false);
     // A second init (tests) keeps the first subscriber.
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

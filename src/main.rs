@@ -38,13 +38,17 @@ fn cache_options(flags: &Flags) -> CacheOptions {
         CacheType::Lru => CacheKind::Lru,
         CacheType::Random => CacheKind::Random,
     };
-    CacheOptions { size: flags.statsd_cache_size, kind }
+    CacheOptions {
+        size: flags.statsd_cache_size,
+        kind,
+    }
 }
 
 fn load_mapper(flags: &Flags) -> Result<Mapper> {
     let cache = cache_options(flags);
     match &flags.statsd_mapping_config {
-        Some(p) => Mapper::load_file(p, cache).with_context(|| format!("loading mapping config {}", p.display())),
+        Some(p) => Mapper::load_file(p, cache)
+            .with_context(|| format!("loading mapping config {}", p.display())),
         None => Ok(Mapper::empty(cache)),
     }
 }
@@ -82,7 +86,9 @@ impl Lifecycle for Control {
 
 fn run(flags: Flags) -> Result<()> {
     if flags.web_config_file.is_some() {
-        bail!("--web.config.file (TLS/basic auth) is not supported by statsgate yet; terminate TLS in front of it");
+        bail!(
+            "--web.config.file (TLS/basic auth) is not supported by statsgate yet; terminate TLS in front of it"
+        );
     }
     if flags.statsd_relay_address.is_some() {
         bail!("--statsd.relay.address is not supported by statsgate yet");
@@ -92,22 +98,32 @@ fn run(flags: Flags) -> Result<()> {
     }
     if flags.check_config {
         let m = load_mapper(&flags)?;
-        println!("Configuration check successful: {} mappings", m.rule_count());
+        println!(
+            "Configuration check successful: {} mappings",
+            m.rule_count()
+        );
         return Ok(());
     }
-    let udp = ingest::parse_listen_address(&flags.statsd_listen_udp).context("--statsd.listen-udp")?;
-    let tcp = ingest::parse_listen_address(&flags.statsd_listen_tcp).context("--statsd.listen-tcp")?;
-    let unixgram = (!flags.statsd_listen_unixgram.is_empty()).then(|| PathBuf::from(&flags.statsd_listen_unixgram));
+    let udp =
+        ingest::parse_listen_address(&flags.statsd_listen_udp).context("--statsd.listen-udp")?;
+    let tcp =
+        ingest::parse_listen_address(&flags.statsd_listen_tcp).context("--statsd.listen-tcp")?;
+    let unixgram = (!flags.statsd_listen_unixgram.is_empty())
+        .then(|| PathBuf::from(&flags.statsd_listen_unixgram));
     if udp.is_none() && tcp.is_none() && unixgram.is_none() {
         bail!("at least one of UDP/TCP/Unixgram listeners must be specified");
     }
-    let web = ingest::parse_listen_address(&flags.web_listen_address).context("--web.listen-address")?;
+    let web =
+        ingest::parse_listen_address(&flags.web_listen_address).context("--web.listen-address")?;
 
     let telemetry = Telemetry::install()?;
     ingest::describe_metrics();
     let mapper = load_mapper(&flags)?;
     metrics::gauge!("statsd_exporter_loaded_mappings").set(mapper.rule_count() as f64);
-    let store = Arc::new(Store::new(StoreOptions { reserved_names: telemetry::reserved_names(), ..Default::default() }));
+    let store = Arc::new(Store::new(StoreOptions {
+        reserved_names: telemetry::reserved_names(),
+        ..Default::default()
+    }));
     let dialects = Dialects {
         dogstatsd: flags.parse_dogstatsd_tags,
         influxdb: flags.parse_influxdb_tags,

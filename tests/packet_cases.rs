@@ -19,7 +19,10 @@ struct Model {
 
 fn key(name: &str, labels: &BTreeMap<String, String>) -> (String, String) {
     let n = escape_metric_name(name).into_owned();
-    let l: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let l: Vec<(&str, &str)> = labels
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     (n.clone(), series(&n, &l))
 }
 
@@ -29,7 +32,11 @@ fn model(events: &[Value]) -> Model {
         let t = e["type"].as_str().unwrap();
         let labels: BTreeMap<String, String> = e["labels"]
             .as_object()
-            .map(|o| o.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string())).collect())
+            .map(|o| {
+                o.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+                    .collect()
+            })
             .unwrap_or_default();
         let (name, s) = key(e["name"].as_str().unwrap(), &labels);
         let v = e["value"].as_f64().unwrap();
@@ -46,7 +53,9 @@ fn model(events: &[Value]) -> Model {
         match t {
             "counter" if v >= 0.0 => *m.scalars.entry(s).or_insert(0.0) += v,
             "counter" => {}
-            "gauge" if e["relative"].as_bool() == Some(true) => *m.scalars.entry(s).or_insert(0.0) += v,
+            "gauge" if e["relative"].as_bool() == Some(true) => {
+                *m.scalars.entry(s).or_insert(0.0) += v
+            }
             "gauge" => {
                 m.scalars.insert(s, v);
             }
@@ -73,7 +82,11 @@ fn check(gw: &Gateway, case: &Value, lines: f64, transport: &str) {
     let m = model(events);
     for (series, want) in &m.scalars {
         let got = s.get(series);
-        assert!(got.is_some_and(|g| close(g, *want)), "{id} {transport}: {series} = {got:?}, want {want}\n{}", s.text);
+        assert!(
+            got.is_some_and(|g| close(g, *want)),
+            "{id} {transport}: {series} = {got:?}, want {want}\n{}",
+            s.text
+        );
     }
     for (series, (count, sum)) in &m.observers {
         let (c, sm) = match series.split_once('{') {
@@ -81,11 +94,23 @@ fn check(gw: &Gateway, case: &Value, lines: f64, transport: &str) {
             None => (format!("{series}_count"), format!("{series}_sum")),
         };
         assert_eq!(s.get(&c), Some(*count), "{id} {transport}: {c}\n{}", s.text);
-        assert!(s.get(&sm).is_some_and(|g| close(g, *sum)), "{id} {transport}: {sm}\n{}", s.text);
+        assert!(
+            s.get(&sm).is_some_and(|g| close(g, *sum)),
+            "{id} {transport}: {sm}\n{}",
+            s.text
+        );
     }
     let rc = &case["reference_counters"];
-    assert_eq!(s.count("statsd_exporter_samples_total"), rc["samples_total"].as_f64().unwrap(), "{id} {transport} samples");
-    assert_eq!(s.count("statsd_exporter_tags_total"), rc["tags_total"].as_f64().unwrap(), "{id} {transport} tags");
+    assert_eq!(
+        s.count("statsd_exporter_samples_total"),
+        rc["samples_total"].as_f64().unwrap(),
+        "{id} {transport} samples"
+    );
+    assert_eq!(
+        s.count("statsd_exporter_tags_total"),
+        rc["tags_total"].as_f64().unwrap(),
+        "{id} {transport} tags"
+    );
     assert_eq!(
         s.count("statsd_exporter_tag_errors_total"),
         rc["tag_errors_total"].as_f64().unwrap(),
@@ -94,7 +119,9 @@ fn check(gw: &Gateway, case: &Value, lines: f64, transport: &str) {
     let errs = rc["sample_errors_by_reason"].as_object().unwrap();
     for reason in statsgate::line::SampleError::ALL.map(|e| e.reason()) {
         let want = errs.get(reason).and_then(Value::as_f64).unwrap_or(0.0);
-        let got = s.count(&format!("statsd_exporter_sample_errors_total{{reason=\"{reason}\"}}"));
+        let got = s.count(&format!(
+            "statsd_exporter_sample_errors_total{{reason=\"{reason}\"}}"
+        ));
         assert_eq!(got, want, "{id} {transport}: sample errors {reason}");
     }
     let n_events = events.len() as f64;
@@ -120,10 +147,15 @@ fn dialect_flags(case: &Value) -> Vec<String> {
 fn every_packet_case_over_udp_tcp_and_unixgram() {
     let Some(all) = cases() else { return };
     let list = all["packet_parsing"].as_array().unwrap();
-    assert!(list.len() >= 40, "expected the whole TestHandlePacket table");
+    assert!(
+        list.len() >= 40,
+        "expected the whole TestHandlePacket table"
+    );
     let mut ran = 0;
     for case in list {
-        let bytes = base64::engine::general_purpose::STANDARD.decode(case["packet_base64"].as_str().unwrap()).unwrap();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(case["packet_base64"].as_str().unwrap())
+            .unwrap();
         let lines = bytes.split(|b| *b == b'\n').count() as f64;
         let flags = dialect_flags(case);
         let args: Vec<&str> = flags.iter().map(String::as_str).collect();

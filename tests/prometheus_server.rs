@@ -23,7 +23,11 @@ impl Drop for Prometheus {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn start_prometheus(target: &str) -> Prometheus {
@@ -34,14 +38,24 @@ fn start_prometheus(target: &str) -> Prometheus {
     std::fs::write(dir.0.join("prometheus.yml"), config).unwrap();
     let addr = format!("127.0.0.1:{}", free_port());
     let child = Command::new("prometheus")
-        .arg(format!("--config.file={}", dir.0.join("prometheus.yml").display()))
-        .arg(format!("--storage.tsdb.path={}", dir.0.join("data").display()))
+        .arg(format!(
+            "--config.file={}",
+            dir.0.join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.0.join("data").display()
+        ))
         .arg(format!("--web.listen-address={addr}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("prometheus not found: install Debian's `prometheus` package (see README)");
-    Prometheus { child, addr, _dir: dir }
+    Prometheus {
+        child,
+        addr,
+        _dir: dir,
+    }
 }
 
 fn query(p: &Prometheus, q: &str) -> Option<serde_json::Value> {
@@ -50,7 +64,11 @@ fn query(p: &Prometheus, q: &str) -> Option<serde_json::Value> {
         .timeout_global(Some(Duration::from_secs(2)))
         .build()
         .into();
-    let mut resp = agent.get(&format!("http://{}/api/v1/query", p.addr)).query("query", q).call().ok()?;
+    let mut resp = agent
+        .get(&format!("http://{}/api/v1/query", p.addr))
+        .query("query", q)
+        .call()
+        .ok()?;
     let body = resp.body_mut().read_to_string().ok()?;
     let v: serde_json::Value = serde_json::from_str(&body).ok()?;
     let result = v["data"]["result"].as_array()?.first()?.clone();
@@ -79,14 +97,26 @@ fn real_prometheus_scrapes_and_queries_the_gateway() {
     gw.wait_for("lines", |s| s.count("statsd_exporter_lines_total") >= 5.0);
     let prom = start_prometheus(&gw.http.to_string());
     assert_eq!(wait_value(&prom, "up{job=\"envoy\"}"), 1.0);
-    assert_eq!(wait_value(&prom, "envoy_cluster_mixer_server_upstream_rq_total"), 5.0);
+    assert_eq!(
+        wait_value(&prom, "envoy_cluster_mixer_server_upstream_rq_total"),
+        5.0
+    );
     assert_eq!(wait_value(&prom, "envoy_server_uptime"), 3600.0);
-    assert_eq!(wait_value(&prom, "envoy_cluster_mixer_server_upstream_rq_time_count"), 2.0);
-    assert_eq!(wait_value(&prom, "tagged_requests{route=\"/api\",code=\"200\"}"), 3.0);
+    assert_eq!(
+        wait_value(&prom, "envoy_cluster_mixer_server_upstream_rq_time_count"),
+        2.0
+    );
+    assert_eq!(
+        wait_value(&prom, "tagged_requests{route=\"/api\",code=\"200\"}"),
+        3.0
+    );
     assert!(wait_value(&prom, "statsd_exporter_lines_total") >= 5.0);
     // Everything the gateway exposed was ingested: no sample rejected by the scrape.
     let scraped = wait_value(&prom, "scrape_samples_scraped{job=\"envoy\"}");
-    let added = wait_value(&prom, "scrape_samples_post_metric_relabeling{job=\"envoy\"}");
+    let added = wait_value(
+        &prom,
+        "scrape_samples_post_metric_relabeling{job=\"envoy\"}",
+    );
     assert_eq!(scraped, added);
     assert!(scraped > 20.0, "self-metrics and user series: {scraped}");
 }

@@ -65,7 +65,8 @@ fn parse_octal(s: &str) -> Result<u32, String> {
 }
 
 fn parse_bytes(s: &str) -> Result<usize, String> {
-    s.parse::<usize>().map_err(|_| format!("{s:?} is not a byte count"))
+    s.parse::<usize>()
+        .map_err(|_| format!("{s:?} is not a byte count"))
 }
 
 fn parse_go_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -79,10 +80,14 @@ fn parse_go_duration(s: &str) -> Result<std::time::Duration, String> {
         return Err(err());
     }
     while !rest.is_empty() {
-        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(err)?;
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(err)?;
         let n: f64 = rest[..num_end].parse().map_err(|_| err())?;
         rest = &rest[num_end..];
-        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let scale = match &rest[..unit_end] {
             "ns" => 1e-9,
             "us" | "µs" => 1e-6,
@@ -110,11 +115,19 @@ fn parse_go_duration(s: &str) -> Result<std::time::Duration, String> {
 )]
 pub struct Flags {
     /// Address on which to expose metrics and the web interface ("" disables HTTP).
-    #[arg(long = "web.listen-address", default_value = ":9102", value_name = "ADDR")]
+    #[arg(
+        long = "web.listen-address",
+        default_value = ":9102",
+        value_name = "ADDR"
+    )]
     pub web_listen_address: String,
 
     /// Path under which to expose metrics.
-    #[arg(long = "web.telemetry-path", default_value = "/metrics", value_name = "PATH")]
+    #[arg(
+        long = "web.telemetry-path",
+        default_value = "/metrics",
+        value_name = "PATH"
+    )]
     pub web_telemetry_path: String,
 
     /// Enable shutdown and reload via HTTP (PUT|POST /-/quit, /-/reload).
@@ -127,15 +140,27 @@ pub struct Flags {
     pub web_config_file: Option<PathBuf>,
 
     /// The UDP address on which to receive statsd metric lines ("" disables it).
-    #[arg(long = "statsd.listen-udp", default_value = ":9125", value_name = "ADDR")]
+    #[arg(
+        long = "statsd.listen-udp",
+        default_value = ":9125",
+        value_name = "ADDR"
+    )]
     pub statsd_listen_udp: String,
 
     /// The TCP address on which to receive statsd metric lines ("" disables it).
-    #[arg(long = "statsd.listen-tcp", default_value = ":9125", value_name = "ADDR")]
+    #[arg(
+        long = "statsd.listen-tcp",
+        default_value = ":9125",
+        value_name = "ADDR"
+    )]
     pub statsd_listen_tcp: String,
 
     /// The Unix datagram socket path to receive statsd metric lines in datagram ("" disables it).
-    #[arg(long = "statsd.listen-unixgram", default_value = "", value_name = "PATH")]
+    #[arg(
+        long = "statsd.listen-unixgram",
+        default_value = "",
+        value_name = "PATH"
+    )]
     pub statsd_listen_unixgram: String,
 
     /// The permission mode of the unix socket (octal).
@@ -159,11 +184,19 @@ pub struct Flags {
     pub statsd_cache_type: CacheType,
 
     /// Accepted for compatibility; statsgate has no event queue (each receive thread updates the store in place).
-    #[arg(long = "statsd.event-queue-size", default_value = "10000", value_name = "N")]
+    #[arg(
+        long = "statsd.event-queue-size",
+        default_value = "10000",
+        value_name = "N"
+    )]
     pub statsd_event_queue_size: usize,
 
     /// Accepted for compatibility; no effect (no event queue).
-    #[arg(long = "statsd.event-flush-threshold", default_value = "1000", value_name = "N")]
+    #[arg(
+        long = "statsd.event-flush-threshold",
+        default_value = "1000",
+        value_name = "N"
+    )]
     pub statsd_event_flush_threshold: usize,
 
     /// Accepted for compatibility; no effect (no event queue).
@@ -171,7 +204,11 @@ pub struct Flags {
     pub statsd_event_flush_interval: std::time::Duration,
 
     /// Accepted for compatibility; no effect (no packet queue: kernel drops are counted in statsd_exporter_udp_packet_drops_total).
-    #[arg(long = "statsd.udp-packet-queue-size", default_value = "10000", value_name = "N")]
+    #[arg(
+        long = "statsd.udp-packet-queue-size",
+        default_value = "10000",
+        value_name = "N"
+    )]
     pub statsd_udp_packet_queue_size: usize,
 
     /// Number of UDP sockets (SO_REUSEPORT), each with its own receive thread (0 = one per CPU).
@@ -199,7 +236,11 @@ pub struct Flags {
     pub statsd_relay_address: Option<String>,
 
     /// Maximum relay output packet length (accepted for compatibility).
-    #[arg(long = "statsd.relay.packet-length", default_value = "1400", hide = true)]
+    #[arg(
+        long = "statsd.relay.packet-length",
+        default_value = "1400",
+        hide = true
+    )]
     pub statsd_relay_packet_length: usize,
 
     /// The path to dump the internal FSM mapping to (not supported; accepted and ignored with a warning).
@@ -220,7 +261,11 @@ pub struct Flags {
     pub envoy_prefix: String,
 
     /// Envoy tag-extraction rules for the envoy profile: envoy (Envoy's defaults), envoy-2018, or istio (Istio 1.0's bootstrap rules).
-    #[arg(long = "envoy.tag-rules", default_value = "envoy", value_name = "RULES")]
+    #[arg(
+        long = "envoy.tag-rules",
+        default_value = "envoy",
+        value_name = "RULES"
+    )]
     pub envoy_tag_rules: String,
 
     /// Only log messages with the given severity or above.
@@ -243,7 +288,11 @@ fn normalise(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
                 return a;
             }
             let mut s = s.to_string();
-            if s.len() > 2 && s.starts_with('-') && !s.starts_with("--") && s[1..].contains(['.', '-']) {
+            if s.len() > 2
+                && s.starts_with('-')
+                && !s.starts_with("--")
+                && s[1..].contains(['.', '-'])
+            {
                 s.insert(0, '-');
             }
             if let Some(rest) = s.strip_prefix("--no-")
@@ -266,7 +315,11 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Result<Flags, clap::Error> {
-        parse_args(std::iter::once("statsgate").chain(args.iter().copied()).map(OsString::from))
+        parse_args(
+            std::iter::once("statsgate")
+                .chain(args.iter().copied())
+                .map(OsString::from),
+        )
     }
 
     #[test]
@@ -281,7 +334,12 @@ mod tests {
         assert_eq!(f.statsd_unixsocket_mode, 0o755);
         assert_eq!(f.statsd_cache_size, 1000);
         assert_eq!(f.statsd_cache_type, CacheType::Lru);
-        assert!(f.parse_dogstatsd_tags && f.parse_influxdb_tags && f.parse_librato_tags && f.parse_signalfx_tags);
+        assert!(
+            f.parse_dogstatsd_tags
+                && f.parse_influxdb_tags
+                && f.parse_librato_tags
+                && f.parse_signalfx_tags
+        );
         assert_eq!(f.log_format, LogFormat::Logfmt);
         assert_eq!(f.profile, ProfileName::Statsd);
     }
@@ -298,7 +356,10 @@ mod tests {
         ])
         .unwrap();
         assert!(!f.parse_dogstatsd_tags);
-        assert_eq!(f.statsd_mapping_config.as_deref(), Some(std::path::Path::new("/etc/statsd/mapping.conf")));
+        assert_eq!(
+            f.statsd_mapping_config.as_deref(),
+            Some(std::path::Path::new("/etc/statsd/mapping.conf"))
+        );
         assert!(f.web_enable_lifecycle);
         assert_eq!(f.statsd_listen_tcp, "");
         assert_eq!(f.statsd_unixsocket_mode, 0o600);
@@ -318,8 +379,14 @@ mod tests {
 
     #[test]
     fn go_durations() {
-        assert_eq!(parse_go_duration("200ms").unwrap(), std::time::Duration::from_millis(200));
-        assert_eq!(parse_go_duration("1m30s").unwrap(), std::time::Duration::from_secs(90));
+        assert_eq!(
+            parse_go_duration("200ms").unwrap(),
+            std::time::Duration::from_millis(200)
+        );
+        assert_eq!(
+            parse_go_duration("1m30s").unwrap(),
+            std::time::Duration::from_secs(90)
+        );
         assert!(parse_go_duration("").is_err());
         assert!(parse_go_duration("5").is_err());
     }

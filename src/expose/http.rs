@@ -53,14 +53,29 @@ pub fn router(
     lifecycle: Arc<dyn Lifecycle>,
     opts: HttpOptions,
 ) -> Router {
-    let path = if opts.telemetry_path.is_empty() { "/".to_string() } else { opts.telemetry_path.clone() };
-    let state = AppState { store, telemetry, lifecycle, opts: Arc::new(opts) };
+    let path = if opts.telemetry_path.is_empty() {
+        "/".to_string()
+    } else {
+        opts.telemetry_path.clone()
+    };
+    let state = AppState {
+        store,
+        telemetry,
+        lifecycle,
+        opts: Arc::new(opts),
+    };
     let mut r = Router::new()
-        .route("/-/healthy", get(|| async { "Statsd Exporter is Healthy.\n" }))
+        .route(
+            "/-/healthy",
+            get(|| async { "Statsd Exporter is Healthy.\n" }),
+        )
         .route("/-/ready", get(|| async { "Statsd Exporter is Ready.\n" }))
         .route("/-/reload", axum::routing::put(reload).post(reload))
         .route("/-/quit", axum::routing::put(quit).post(quit))
-        .route(&path, get(metrics).layer(CompressionLayer::new().gzip(true)));
+        .route(
+            &path,
+            get(metrics).layer(CompressionLayer::new().gzip(true)),
+        );
     if path != "/" {
         r = r.route("/", get(landing));
     }
@@ -79,11 +94,18 @@ async fn landing(State(st): State<AppState>) -> Html<String> {
 }
 
 fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 fn lifecycle_disabled() -> Response {
-    (StatusCode::FORBIDDEN, "Lifecycle API is not enabled (start with --web.enable-lifecycle).\n").into_response()
+    (
+        StatusCode::FORBIDDEN,
+        "Lifecycle API is not enabled (start with --web.enable-lifecycle).\n",
+    )
+        .into_response()
 }
 
 async fn reload(State(st): State<AppState>) -> Response {
@@ -93,8 +115,16 @@ async fn reload(State(st): State<AppState>) -> Response {
     let lc = st.lifecycle.clone();
     match tokio::task::spawn_blocking(move || lc.reload()).await {
         Ok(Ok(())) => "Requesting reload".into_response(),
-        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("Reload failed: {e}\n")).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("Reload failed: {e}\n")).into_response(),
+        Ok(Err(e)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("Reload failed: {e}\n"),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("Reload failed: {e}\n"),
+        )
+            .into_response(),
     }
 }
 
@@ -113,13 +143,23 @@ async fn metrics(State(st): State<AppState>) -> Response {
     // Rendering walks locks and may take a while on a big store: keep it off the async
     // workers, and stream chunks as they are ready.
     tokio::task::spawn_blocking(move || {
-        let extra = telemetry.map(|t| split_families(&t.render())).unwrap_or_default();
-        render(&store, &extra, CHUNK_BYTES, |chunk| tx.blocking_send(Bytes::from(chunk)).is_ok());
+        let extra = telemetry
+            .map(|t| split_families(&t.render()))
+            .unwrap_or_default();
+        render(&store, &extra, CHUNK_BYTES, |chunk| {
+            tx.blocking_send(Bytes::from(chunk)).is_ok()
+        });
     });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<Bytes, Infallible>(b), rx))
+    // poll_fn over the receiver stays well-defined when polled again after the end, which
+    // the compression layer does (an `unfold` stream panics then).
+    let mut rx = rx;
+    let stream = futures_util::stream::poll_fn(move |cx| {
+        rx.poll_recv(cx).map(|o| o.map(Ok::<Bytes, Infallible>))
     });
     let mut resp = Response::new(Body::from_stream(stream));
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(TEXT_CONTENT_TYPE));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(TEXT_CONTENT_TYPE),
+    );
     resp
 }

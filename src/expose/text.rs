@@ -31,7 +31,10 @@ pub fn split_families(text: &str) -> Vec<ExtraFamily> {
             .and_then(|r| r.split(' ').next());
         match (header_name, out.last_mut()) {
             (Some(n), Some(last)) if last.name == n => {}
-            (Some(n), _) => out.push(ExtraFamily { name: n.to_string(), text: String::new() }),
+            (Some(n), _) => out.push(ExtraFamily {
+                name: n.to_string(),
+                text: String::new(),
+            }),
             (None, None) => continue,
             (None, Some(_)) => {}
         }
@@ -47,7 +50,12 @@ pub fn split_families(text: &str) -> Vec<ExtraFamily> {
 /// Renders every family of `store`, merged with `extra` in name order, handing out chunks
 /// of about `chunk_bytes` to `emit`. Returns false if `emit` asked to stop (the client went
 /// away).
-pub fn render(store: &Store, extra: &[ExtraFamily], chunk_bytes: usize, mut emit: impl FnMut(Vec<u8>) -> bool) -> bool {
+pub fn render(
+    store: &Store,
+    extra: &[ExtraFamily],
+    chunk_bytes: usize,
+    mut emit: impl FnMut(Vec<u8>) -> bool,
+) -> bool {
     let mut buf: Vec<u8> = Vec::with_capacity(chunk_bytes + 4096);
     let families = store.families();
     let mut extra = extra.iter().peekable();
@@ -68,7 +76,10 @@ pub fn render(store: &Store, extra: &[ExtraFamily], chunk_bytes: usize, mut emit
             }
             write_series(&mut buf, fam, s, at);
             if buf.len() >= chunk_bytes {
-                ok = emit(std::mem::replace(&mut buf, Vec::with_capacity(chunk_bytes + 4096)));
+                ok = emit(std::mem::replace(
+                    &mut buf,
+                    Vec::with_capacity(chunk_bytes + 4096),
+                ));
             }
         });
         if !ok {
@@ -144,7 +155,13 @@ fn write_labels(buf: &mut Vec<u8>, labels: &[(Box<str>, Box<str>)], extra: Optio
     buf.push(b'}');
 }
 
-fn write_sample(buf: &mut Vec<u8>, name: &str, suffix: &str, s: &Series, extra: Option<(&str, f64)>) {
+fn write_sample(
+    buf: &mut Vec<u8>,
+    name: &str,
+    suffix: &str,
+    s: &Series,
+    extra: Option<(&str, f64)>,
+) {
     buf.extend_from_slice(name.as_bytes());
     buf.extend_from_slice(suffix.as_bytes());
     write_labels(buf, s.labels(), extra);
@@ -160,7 +177,9 @@ fn write_series(buf: &mut Vec<u8>, fam: &Family, s: &Series, at: std::time::Inst
             buf.push(b'\n');
         }
         FamilyType::Summary => {
-            let Some(snap) = s.summary_snapshot(at) else { return };
+            let Some(snap) = s.summary_snapshot(at) else {
+                return;
+            };
             for (q, v) in &snap.quantiles {
                 write_sample(buf, name, "", s, Some(("quantile", *q)));
                 write_float(buf, *v);
@@ -173,7 +192,9 @@ fn write_series(buf: &mut Vec<u8>, fam: &Family, s: &Series, at: std::time::Inst
             let _ = writeln!(buf, "{}", snap.count);
         }
         FamilyType::Histogram => {
-            let Some((bounds, cumulative, sum)) = s.histogram_snapshot() else { return };
+            let Some((bounds, cumulative, sum)) = s.histogram_snapshot() else {
+                return;
+            };
             for (i, c) in cumulative.iter().enumerate() {
                 let le = bounds.get(i).copied().unwrap_or(f64::INFINITY);
                 write_sample(buf, name, "_bucket", s, Some(("le", le)));
@@ -214,10 +235,19 @@ pub fn write_float(buf: &mut Vec<u8>, v: f64) {
     }
     let len = cur.position() as usize;
     let s = &tmp[..len];
-    let (neg, s) = if s[0] == b'-' { (true, &s[1..]) } else { (false, s) };
-    let Some(epos) = s.iter().position(|b| *b == b'e') else { return };
+    let (neg, s) = if s[0] == b'-' {
+        (true, &s[1..])
+    } else {
+        (false, s)
+    };
+    let Some(epos) = s.iter().position(|b| *b == b'e') else {
+        return;
+    };
     let (mant, exp) = (&s[..epos], &s[epos + 1..]);
-    let exp: i32 = std::str::from_utf8(exp).ok().and_then(|e| e.parse().ok()).unwrap_or(0);
+    let exp: i32 = std::str::from_utf8(exp)
+        .ok()
+        .and_then(|e| e.parse().ok())
+        .unwrap_or(0);
     let mut digits = [0u8; 24];
     let mut nd = 0;
     for b in mant.iter().filter(|b| b.is_ascii_digit()) {

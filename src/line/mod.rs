@@ -165,6 +165,12 @@ pub struct ParseCounters {
     pub samples: u64,
     /// `statsd_exporter_sample_errors_total{reason}`, indexed by [`SampleError::index`].
     pub errors: [u64; 9],
+    /// Tag errors that no emitted [`Sample`] carries to [`Tags::decode`]: name tags of a line
+    /// that yielded no sample (`not_enough_parts_after_colon`, `mixed_tagging_styles`, ...)
+    /// and DogStatsD tags of a sample dropped after its tags were read. statsd_exporter
+    /// counts these too, so `statsd_exporter_tag_errors_total` = this + the
+    /// [`TagCounts::errors`] of every emitted sample.
+    pub tag_errors: u64,
 }
 
 impl ParseCounters {
@@ -188,7 +194,10 @@ pub struct Sample<'a> {
     /// The value text began with `+` or `-` (relative gauge update).
     pub relative: bool,
     /// How many observations this sample stands for: `int(1/rate)` for observers sent with
-    /// `@rate`, else 1. May be 0 (a rate above 1), in which case nothing is observed.
+    /// `@rate`, else 1. May be 0 (a rate above 1 or below 0), in which case nothing is
+    /// observed. A rate so small that `1/rate` leaves int64 gives 0, as Go does on amd64;
+    /// counts above `u32::MAX` saturate, so callers should observe a large repeat as one
+    /// weighted observation rather than loop.
     pub repeat: u32,
     /// The tags of this sample, decoded on demand.
     pub tags: Tags<'a>,
@@ -256,11 +265,15 @@ impl<'a> Tags<'a> {
     }
 }
 
+mod float;
 mod grammar;
 mod tags;
 
 /// Parses one line (no trailing newline), calling `on_sample` for each valid sample and
 /// recording samples and errors in `counters`. Empty lines yield nothing.
+///
+/// Nothing is allocated unless a SignalFx tag block sits in the middle of the name
+/// (`foo.[a=b]test`), whose metric name must be joined.
 pub fn parse_line<'a>(
     line: &'a [u8],
     dialects: &Dialects,

@@ -23,7 +23,7 @@ use crate::line::{Dialects, EventKind, ParseCounters, Sample, SampleError, StatT
 use crate::mapping::{Action, Mapper};
 use crate::store::{SeriesRef, Store};
 
-pub use resolve::{Profile, ProfileError};
+pub use resolve::{EnvoyProfile, Profile, ProfileError};
 
 /// Upper bound on remembered identities per worker; beyond it the worker starts afresh, so
 /// a flood of distinct names cannot grow memory without bound.
@@ -42,7 +42,13 @@ impl Pipeline {
     /// A pipeline over `store`, mapping with `mapper`.
     pub fn new(store: Arc<Store>, mapper: Mapper, dialects: Dialects, profile: Profile) -> Self {
         let dialects = profile.adjust_dialects(dialects);
-        Pipeline { store, mapper: ArcSwap::from_pointee(mapper), generation: AtomicU64::new(0), dialects, profile }
+        Pipeline {
+            store,
+            mapper: ArcSwap::from_pointee(mapper),
+            generation: AtomicU64::new(0),
+            dialects,
+            profile,
+        }
     }
 
     /// The store.
@@ -65,17 +71,23 @@ impl Pipeline {
     /// Loads the mapping file again and swaps it in; on error the old rules stay. Counts
     /// `statsd_exporter_config_reloads_total{outcome}` and sets
     /// `statsd_exporter_loaded_mappings`.
-    pub fn reload_from(&self, path: &std::path::Path, cache: crate::mapping::CacheOptions) -> Result<usize, crate::mapping::MappingError> {
+    pub fn reload_from(
+        &self,
+        path: &std::path::Path,
+        cache: crate::mapping::CacheOptions,
+    ) -> Result<usize, crate::mapping::MappingError> {
         match Mapper::load_file(path, cache) {
             Ok(m) => {
                 let n = m.rule_count();
                 self.replace_mapper(m);
-                metrics::counter!("statsd_exporter_config_reloads_total", "outcome" => "success").increment(1);
+                metrics::counter!("statsd_exporter_config_reloads_total", "outcome" => "success")
+                    .increment(1);
                 metrics::gauge!("statsd_exporter_loaded_mappings").set(n as f64);
                 Ok(n)
             }
             Err(e) => {
-                metrics::counter!("statsd_exporter_config_reloads_total", "outcome" => "failure").increment(1);
+                metrics::counter!("statsd_exporter_config_reloads_total", "outcome" => "failure")
+                    .increment(1);
                 Err(e)
             }
         }
@@ -197,12 +209,16 @@ fn write_key(out: &mut Vec<u8>, kind: EventKind, parts: &[&[u8]; 3]) {
 }
 
 fn key_matches(key: &[u8], kind: EventKind, parts: &[&[u8]; 3]) -> bool {
-    let Some((&k, mut rest)) = key.split_first() else { return false };
+    let Some((&k, mut rest)) = key.split_first() else {
+        return false;
+    };
     if k != kind_index(kind) as u8 {
         return false;
     }
     for p in parts {
-        let Some((len, tail)) = rest.split_first_chunk::<4>() else { return false };
+        let Some((len, tail)) = rest.split_first_chunk::<4>() else {
+            return false;
+        };
         let len = u32::from_le_bytes(*len) as usize;
         if len != p.len() || tail.len() < len || &tail[..len] != *p {
             return false;
@@ -216,13 +232,31 @@ impl Worker {
     /// Handles one datagram: every `\n`-separated piece is a line (statsd_exporter counts
     /// empty pieces as lines too).
     pub fn datagram(&mut self, payload: &[u8]) {
+        self.follow_reload();
         for line in payload.split(|b| *b == b'\n') {
-            self.line(line);
+            self.parse_one(line);
         }
     }
 
     /// Handles one line without its terminator.
     pub fn line(&mut self, line: &[u8]) {
+        self.follow_reload();
+        self.parse_one(line);
+    }
+
+    /// Switches to a reloaded mapper before the next event, so an event received after a
+    /// reload is always mapped by the new rules. One relaxed load of a rarely written word.
+    #[inline]
+    fn follow_reload(&mut self) {
+        let gen_now = self.shared.generation.load(Ordering::Acquire);
+        if gen_now != self.generation {
+            self.generation = gen_now;
+            self.mapper = self.shared.mapper.load_full();
+            self.handles.clear();
+        }
+    }
+
+    fn parse_one(&mut self, line: &[u8]) {
         self.counts.lines += 1;
         if line.is_empty() {
             return;
@@ -234,14 +268,9 @@ impl Worker {
         self.counts.parse = parse;
     }
 
-    /// Publishes the batch's counts and picks up a reloaded mapper. Call once per batch.
+    /// Publishes the batch's counts. Call once per batch.
     pub fn flush(&mut self) {
-        let gen_now = self.shared.generation.load(Ordering::Acquire);
-        if gen_now != self.generation {
-            self.generation = gen_now;
-            self.mapper = self.shared.mapper.load_full();
-            self.handles.clear();
-        }
+        self.follow_reload();
         let c = std::mem::take(&mut self.counts);
         let t = &self.telemetry;
         let add = |counter: &Counter, n: u64| {
@@ -276,31 +305,45 @@ impl Worker {
             h.write_u8(0xff);
         }
         let hash = h.finish();
-        let found = self.handles.find(hash, |e| key_matches(&e.key, kind, &parts));
+        let found = self
+            .handles
+            .find(hash, |e| key_matches(&e.key, kind, &parts));
         let stale = match found {
-            Some(Handle { outcome: Outcome::Series { series, .. }, .. }) => series.is_dead(),
+            Some(Handle {
+                outcome: Outcome::Series { series, .. },
+                ..
+            }) => series.is_dead(),
             Some(_) => false,
             None => true,
         };
         if stale {
             self.resolve_into_cache(sample, hash, &parts);
         }
-        let Some(handle) = self.handles.find(hash, |e| key_matches(&e.key, kind, &parts)) else {
+        let Some(handle) = self
+            .handles
+            .find(hash, |e| key_matches(&e.key, kind, &parts))
+        else {
             return;
         };
         let c = &mut self.counts;
         c.tags += u64::from(handle.has_labels);
         c.tag_errors += u64::from(handle.tag_errors);
         c.labels_dropped += u64::from(handle.labels_dropped);
-        c.events[kind_index(kind)] += 1;
+        // statsd_exporter expands a sampled observer into int(1/rate) events, each counted.
+        let events = if kind == EventKind::Observer {
+            u64::from(sample.repeat)
+        } else {
+            1
+        };
+        c.events[kind_index(kind)] += events;
         match handle.mapped {
-            None => c.unmapped += 1,
-            Some(Action::Map) => c.actions_map += 1,
-            Some(Action::Drop) => c.actions_drop += 1,
+            None => c.unmapped += events,
+            Some(Action::Map) => c.actions_map += events,
+            Some(Action::Drop) => c.actions_drop += events,
         }
         match &handle.outcome {
             Outcome::Dropped => {}
-            Outcome::Failed { counter } => counter.increment(1),
+            Outcome::Failed { counter } => counter.increment(events),
             Outcome::Series { series, scale } => {
                 let store = &self.shared.store;
                 let now = store.clock().now_ms();
@@ -328,13 +371,21 @@ impl Worker {
     #[cold]
     fn resolve_into_cache(&mut self, sample: &Sample<'_>, hash: u64, parts: &[&[u8]; 3]) {
         let kind = sample.kind();
-        if let Ok(entry) = self.handles.find_entry(hash, |e| key_matches(&e.key, kind, parts)) {
+        if let Ok(entry) = self
+            .handles
+            .find_entry(hash, |e| key_matches(&e.key, kind, parts))
+        {
             entry.remove();
         }
         if self.handles.len() >= MAX_HANDLES {
             self.handles.clear();
         }
-        let r = resolve::resolve(&self.shared.profile, &self.mapper, &self.shared.store, sample);
+        let r = resolve::resolve(
+            &self.shared.profile,
+            &self.mapper,
+            &self.shared.store,
+            sample,
+        );
         let mut key = Vec::with_capacity(1 + 12 + parts.iter().map(|p| p.len()).sum::<usize>());
         write_key(&mut key, kind, parts);
         let handle = Handle {

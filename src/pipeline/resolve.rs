@@ -5,9 +5,17 @@
 use std::borrow::Cow;
 
 use crate::line::{Dialects, EventKind, Sample, StatType};
+use crate::mapping::envoy::{
+    ENVOY_DEFAULT_BUCKETS_MS, TagExtractor, TagRuleSet, prometheus_label_name,
+    prometheus_metric_name, sink_prefix_strip,
+};
 use crate::mapping::{Action, Mapper};
-use crate::naming::{escape_metric_name, escape_metric_name_legacy, is_reserved_label, is_valid_label_name};
-use crate::store::{ObserverOptions, ResolveError, SeriesKind, SeriesSpec, Store, SummaryOptions};
+use crate::naming::{
+    escape_metric_name, escape_metric_name_legacy, is_reserved_label, is_valid_label_name,
+};
+use crate::store::{
+    HistogramOptions, ObserverOptions, ResolveError, SeriesKind, SeriesSpec, Store, SummaryOptions,
+};
 
 use super::Outcome;
 
@@ -21,27 +29,84 @@ pub enum Profile {
     /// every non-alphanumeric character becomes `_` (no double-dash rule), timers are
     /// summaries of raw milliseconds, and only DogStatsD tags are parsed.
     IstioMixer,
+    /// Envoy's own `/stats/prometheus` names and labels: the sink prefix is stripped,
+    /// Envoy's tag-extraction rules turn name segments into labels, and timers become
+    /// histograms in milliseconds with Envoy's default buckets.
+    Envoy(EnvoyProfile),
+}
+
+/// Settings of the Envoy profile.
+#[derive(Debug)]
+pub struct EnvoyProfile {
+    extractor: TagExtractor,
+    prefix: String,
+    histogram: ObserverOptions,
+}
+
+impl EnvoyProfile {
+    /// Prometheus name and extracted labels for an unmapped statsd name.
+    fn name_and_tags(
+        &self,
+        metric: &str,
+        already_extracted: bool,
+    ) -> (String, Vec<(String, String)>) {
+        let Some(stat) = sink_prefix_strip(metric, &self.prefix) else {
+            // Not from an Envoy sink with our prefix: name it as statsd_exporter would.
+            return (escape_metric_name(metric).into_owned(), Vec::new());
+        };
+        if already_extracted {
+            // Envoy's dog_statsd sink sends the tag-extracted name with the tags as
+            // DogStatsD tags; extracting again could cut a real name segment.
+            return (prometheus_metric_name(stat), Vec::new());
+        }
+        let ex = self.extractor.extract(stat);
+        let tags = ex
+            .tags
+            .iter()
+            .map(|(k, v)| (prometheus_label_name(k), v.clone()))
+            .collect();
+        (prometheus_metric_name(&ex.name), tags)
+    }
 }
 
 /// A profile could not be set up from its flags.
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
-    /// The profile is not available in this build.
-    #[error("profile {0} is not available yet")]
-    Unavailable(&'static str),
+    /// `--envoy.tag-rules` names no known rule set.
+    #[error("unknown --envoy.tag-rules {0:?}: use envoy, envoy-2018 or istio")]
+    UnknownTagRules(String),
 }
 
 impl Profile {
-    /// The Envoy profile: strip `prefix.`, extract tags with the named rule set.
-    pub fn envoy(_prefix: &str, _rules: &str) -> Result<Profile, ProfileError> {
-        Err(ProfileError::Unavailable("envoy"))
+    /// The Envoy profile: strip `prefix.`, extract tags with the named rule set
+    /// (`envoy`, `envoy-2018` or `istio`).
+    pub fn envoy(prefix: &str, rules: &str) -> Result<Profile, ProfileError> {
+        let set: TagRuleSet = rules
+            .parse()
+            .map_err(|_| ProfileError::UnknownTagRules(rules.to_string()))?;
+        Ok(Profile::Envoy(EnvoyProfile {
+            extractor: TagExtractor::new(set),
+            prefix: prefix.to_string(),
+            histogram: ObserverOptions::Histogram(HistogramOptions {
+                buckets: ENVOY_DEFAULT_BUCKETS_MS.to_vec(),
+            }),
+        }))
     }
 
     /// The dialects in force under this profile.
     pub(super) fn adjust_dialects(&self, d: Dialects) -> Dialects {
         match self {
             Profile::Statsd => d,
-            Profile::IstioMixer => Dialects { influxdb: false, librato: false, signalfx: false, ..d },
+            Profile::IstioMixer => Dialects {
+                influxdb: false,
+                librato: false,
+                signalfx: false,
+                ..d
+            },
+            Profile::Envoy(_) => Dialects {
+                dogstatsd_tags_last: true,
+                ..d
+            },
         }
     }
 
@@ -50,13 +115,13 @@ impl Profile {
     pub(super) fn observed_value(&self, sample: &Sample<'_>) -> f64 {
         match self {
             Profile::Statsd => sample.value_in_base_unit(),
-            Profile::IstioMixer => sample.value,
+            Profile::IstioMixer | Profile::Envoy(_) => sample.value,
         }
     }
 
     fn escape<'n>(&self, name: &'n str) -> Cow<'n, str> {
         match self {
-            Profile::Statsd => escape_metric_name(name),
+            Profile::Statsd | Profile::Envoy(_) => escape_metric_name(name),
             Profile::IstioMixer => escape_metric_name_legacy(name),
         }
     }
@@ -79,7 +144,12 @@ fn upsert(labels: &mut Vec<(String, String)>, key: &str, value: &str, overwrite:
     }
 }
 
-pub(super) fn resolve(profile: &Profile, mapper: &Mapper, store: &Store, sample: &Sample<'_>) -> Resolved {
+pub(super) fn resolve(
+    profile: &Profile,
+    mapper: &Mapper,
+    store: &Store,
+    sample: &Sample<'_>,
+) -> Resolved {
     let mut labels: Vec<(String, String)> = Vec::new();
     let counts = sample.tags.decode(|k, v| upsert(&mut labels, &k, v, true));
     let kind = sample.kind();
@@ -103,12 +173,27 @@ pub(super) fn resolve(profile: &Profile, mapper: &Mapper, store: &Store, sample:
                 upsert(&mut labels, k, v, !m.honor_labels);
             }
             let name = profile.escape(&m.name).into_owned();
-            (name, m.observer.clone(), m.ttl, m.scale.unwrap_or(1.0), m.help.clone())
+            (
+                name,
+                m.observer.clone(),
+                m.ttl,
+                m.scale.unwrap_or(1.0),
+                m.help.clone(),
+            )
         }
-        None => {
-            let name = profile.escape(&sample.metric).into_owned();
-            (name, defaults.observer.clone(), defaults.ttl, 1.0, None)
-        }
+        None => match profile {
+            Profile::Envoy(e) => {
+                let (name, tags) = e.name_and_tags(&sample.metric, sample.tags.dogstatsd.is_some());
+                for (k, v) in &tags {
+                    upsert(&mut labels, k, v, false);
+                }
+                (name, e.histogram.clone(), defaults.ttl, 1.0, None)
+            }
+            _ => {
+                let name = profile.escape(&sample.metric).into_owned();
+                (name, defaults.observer.clone(), defaults.ttl, 1.0, None)
+            }
+        },
     };
     if name.is_empty() {
         resolved.outcome = Outcome::Failed {
@@ -137,16 +222,24 @@ pub(super) fn resolve(profile: &Profile, mapper: &Mapper, store: &Store, sample:
     labels.retain(|(k, _)| is_valid_label_name(k) && !is_reserved_label(k, is_hist, is_summary));
     resolved.labels_dropped = (before - labels.len()) as u32;
 
-    let spec = SeriesSpec { name: &name, help: help.as_deref(), kind: series_kind, labels, ttl };
+    let spec = SeriesSpec {
+        name: &name,
+        help: help.as_deref(),
+        kind: series_kind,
+        labels,
+        ttl,
+    };
     resolved.outcome = match store.resolve(&spec) {
         Ok(series) => Outcome::Series { series, scale },
-        Err(ResolveError::Conflict { .. }) | Err(ResolveError::Reserved { .. }) => Outcome::Failed {
-            counter: metrics::counter!(
-                "statsd_exporter_events_conflict_total",
-                "type" => kind.as_str(),
-                "metric_name" => name.clone()
-            ),
-        },
+        Err(ResolveError::Conflict { .. }) | Err(ResolveError::Reserved { .. }) => {
+            Outcome::Failed {
+                counter: metrics::counter!(
+                    "statsd_exporter_events_conflict_total",
+                    "metric_name" => name.clone(),
+                    "type" => kind.as_str()
+                ),
+            }
+        }
     };
     resolved
 }

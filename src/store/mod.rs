@@ -399,9 +399,18 @@ impl Store {
             }
         }
         for suffix in ["_sum", "_count", "_bucket"] {
-            if let Some(base) = spec.name.strip_suffix(suffix)
-                && let Some(other) = self.family(base)
-                && Self::exposed_names(base, other.family_type)
+            let Some(base) = spec.name.strip_suffix(suffix) else {
+                continue;
+            };
+            let Some(other) = self.family(base) else {
+                continue;
+            };
+            // statsd_exporter refuses a counter or gauge X_sum/X_count/X_bucket whenever X has
+            // another type; and any family whose name is one of X's sample names would
+            // print a duplicate series.
+            let scalar = matches!(t, FamilyType::Counter | FamilyType::Gauge);
+            if (scalar && other.family_type != t)
+                || Self::exposed_names(base, other.family_type)
                     .iter()
                     .any(|n| n == spec.name)
             {
@@ -496,8 +505,18 @@ impl Store {
 pub fn run_maintenance(store: &Store, stop: &std::sync::atomic::AtomicBool) {
     let expired = metrics::counter!("statsgate_series_expired_total");
     let series = metrics::gauge!("statsgate_series");
-    let by_type = [FamilyType::Counter, FamilyType::Gauge, FamilyType::Summary, FamilyType::Histogram]
-        .map(|t| (t, metrics::gauge!("statsd_exporter_metrics_total", "type" => t.as_str())));
+    let by_type = [
+        FamilyType::Counter,
+        FamilyType::Gauge,
+        FamilyType::Summary,
+        FamilyType::Histogram,
+    ]
+    .map(|t| {
+        (
+            t,
+            metrics::gauge!("statsd_exporter_metrics_total", "type" => t.as_str()),
+        )
+    });
     let mut ticks = 0u64;
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));

@@ -1,46 +1,231 @@
-//! Placeholder until the sliding-window estimator lands: exact sum/count, NaN quantiles.
-use super::options::SummaryOptions;
-use std::time::Instant;
+//! The sliding-window summary estimator, behaving like client_golang's `prometheus.Summary`
+//! (which statsd_exporter builds with `Objectives`, `MaxAge`, `AgeBuckets` and `BufCap`).
+//!
+//! How it ages data, as client_golang does:
+//! * the window `max_age` is covered by `age_buckets` CKMS streams; every observation goes
+//!   into all of them;
+//! * every `max_age / age_buckets` (an *interval*, counted from the series' creation) the
+//!   head stream, the oldest, is reset and becomes the newest; quantiles are read from the
+//!   head, which has seen the last `age_buckets − 1` whole intervals plus the current one;
+//! * observations first land in a hot buffer of `buf_cap` entries, which is merged into the
+//!   streams when it fills, when an observation arrives in a later interval than the buffer
+//!   was started in, and on every snapshot (client_golang flushes on `Write`), so a snapshot
+//!   always sees everything observed before it;
+//! * a flush merges the buffer *before* rotating, so buffered observations from an interval
+//!   that has since ended are still counted by the surviving streams (client_golang's
+//!   `flushColdBuf` order);
+//! * `_sum` and `_count` are cumulative over the series' life, never windowed;
+//! * with nothing in the head stream every quantile is NaN.
+//!
+//! Differences from client_golang, on purpose:
+//! * the flush is synchronous (client_golang hands it to a goroutine under a mutex; the caller
+//!   here already holds the series' lock, and the result is the same);
+//! * `observe(v, count)` stores one weighted entry: memory and time do not grow with `count`.
+//!   Quantiles stay within the objectives' errors but are not bit-identical to `count`
+//!   separate observations once the stream has compressed; `_sum` grows by `v × count` (one
+//!   rounding instead of `count`). Weights are never capped; the stream counts in `f64`,
+//!   exact up to 2^53 observations per window;
+//! * quantiles are returned in the objectives' order (client_golang sorts them);
+//! * a zero `max_age`, `age_buckets` or `buf_cap` falls back to client_golang's default
+//!   (10 minutes, 5, 500), as `newSummary` does; objectives' quantiles and errors are clamped
+//!   into [0, 1] for the estimator (the snapshot reports the configured quantile);
+//! * with no objectives there are no streams at all: only `_sum` and `_count` are kept.
 
-/// One summary series' state.
+mod ckms;
+
+use std::time::{Duration, Instant};
+
+use crate::store::options::SummaryOptions;
+use ckms::{CkmsStream, Target};
+
+/// client_golang's `DefMaxAge`.
+const DEFAULT_MAX_AGE: Duration = Duration::from_secs(600);
+/// client_golang's `DefAgeBuckets`.
+const DEFAULT_AGE_BUCKETS: u32 = 5;
+/// client_golang's `DefBufCap`.
+const DEFAULT_BUF_CAP: u32 = 500;
+
+/// One summary series' state. Not internally synchronised: the store wraps it in a Mutex.
 #[derive(Debug)]
 pub struct SlidingSummary {
-    qs: Vec<f64>,
+    /// The configured quantiles, reported in this order.
+    quantiles: Vec<f64>,
+    /// The estimator's targets (clamped copies of the objectives).
+    targets: Vec<Target>,
+    /// `age_buckets` streams, or none without objectives.
+    streams: Vec<CkmsStream>,
+    /// Index of the oldest live stream, the one queried.
+    head: usize,
+    /// Observations not yet merged into the streams: (value, weight).
+    hot: Vec<(f64, u32)>,
+    buf_cap: usize,
+    /// Interval boundaries are `start + k × interval`.
+    start: Instant,
+    interval_nanos: u128,
+    /// The interval the hot buffer belongs to (client_golang's `hotBufExpTime` is its end).
+    hot_interval: u64,
+    /// The interval the head stream was last rotated for (`headStreamExpTime`'s).
+    head_interval: u64,
     sum: f64,
     count: u64,
 }
 
-/// Quantiles, sum and count at one instant.
+/// What a scrape shows of one summary series.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SummarySnapshot {
-    /// (quantile, value) pairs.
+    /// `(quantile, value)` in the objectives' order; the value is NaN when the window is empty.
     pub quantiles: Vec<(f64, f64)>,
-    /// Sum of all observations.
+    /// The sum of all observations ever made (NaN once a NaN was observed).
     pub sum: f64,
-    /// Number of observations.
+    /// The number of observations ever made.
     pub count: u64,
 }
 
 impl SlidingSummary {
-    /// New state.
-    pub fn new(opts: &SummaryOptions, _now: Instant) -> Self {
+    /// Creates an empty summary whose first interval starts at `now`.
+    pub fn new(opts: &SummaryOptions, now: Instant) -> SlidingSummary {
+        let max_age = if opts.max_age.is_zero() {
+            DEFAULT_MAX_AGE
+        } else {
+            opts.max_age
+        };
+        let age_buckets = if opts.age_buckets == 0 {
+            DEFAULT_AGE_BUCKETS
+        } else {
+            opts.age_buckets
+        };
+        let buf_cap = if opts.buf_cap == 0 {
+            DEFAULT_BUF_CAP
+        } else {
+            opts.buf_cap
+        };
+        // At least 1ns, so the interval arithmetic never divides by zero.
+        let interval_nanos = (max_age.as_nanos() / u128::from(age_buckets)).max(1);
+        let targets: Vec<Target> = opts
+            .objectives
+            .iter()
+            .map(|o| Target {
+                quantile: o.quantile.clamp(0.0, 1.0),
+                error: o.error.clamp(0.0, 1.0),
+            })
+            .collect();
+        let streams = if targets.is_empty() {
+            Vec::new()
+        } else {
+            (0..age_buckets).map(|_| CkmsStream::default()).collect()
+        };
         SlidingSummary {
-            qs: opts.objectives.iter().map(|o| o.quantile).collect(),
+            quantiles: opts.objectives.iter().map(|o| o.quantile).collect(),
+            targets,
+            streams,
+            head: 0,
+            // Grows on demand up to `buf_cap` and keeps its capacity: no allocation once warm,
+            // and an idle series does not hold buf_cap slots.
+            hot: Vec::new(),
+            buf_cap: buf_cap as usize,
+            start: now,
+            interval_nanos,
+            hot_interval: 0,
+            head_interval: 0,
             sum: 0.0,
             count: 0,
         }
     }
-    /// Observe.
-    pub fn observe(&mut self, value: f64, count: u32, _now: Instant) {
+
+    /// Records `value` `count` times (count may be 0 = no-op; statsd sampling sends e.g.
+    /// count=10 for @0.1). O(1) amortised whatever `count` is; allocation-free once the
+    /// buffers have grown to their working size.
+    pub fn observe(&mut self, value: f64, count: u32, now: Instant) {
+        if count == 0 {
+            return;
+        }
         self.sum += value * f64::from(count);
         self.count += u64::from(count);
+        if self.streams.is_empty() {
+            return;
+        }
+        if self.interval_of(now) > self.hot_interval {
+            self.flush(now);
+        }
+        self.hot.push((value, count));
+        if self.hot.len() >= self.buf_cap {
+            self.flush(now);
+        }
     }
-    /// Snapshot.
-    pub fn snapshot(&mut self, _now: Instant) -> SummarySnapshot {
+
+    /// The quantiles (in the objectives' order), sum and count as of `now`.
+    pub fn snapshot(&mut self, now: Instant) -> SummarySnapshot {
+        self.flush(now);
+        let targets = &self.targets;
+        let quantiles = match self.streams.get_mut(self.head) {
+            Some(head) if head.count() > 0.0 => self
+                .quantiles
+                .iter()
+                .map(|&q| (q, head.query(targets, q.clamp(0.0, 1.0))))
+                .collect(),
+            _ => self.quantiles.iter().map(|&q| (q, f64::NAN)).collect(),
+        };
         SummarySnapshot {
-            quantiles: self.qs.iter().map(|q| (*q, f64::NAN)).collect(),
+            quantiles,
             sum: self.sum,
             count: self.count,
         }
     }
+
+    /// The interval `now` falls in: interval k is `(start + k×d, start + (k+1)×d]`, so an
+    /// instant exactly on a boundary still belongs to the earlier one (client_golang compares
+    /// with `After`). Instants before `start` count as interval 0.
+    fn interval_of(&self, now: Instant) -> u64 {
+        let elapsed = now.saturating_duration_since(self.start).as_nanos();
+        let k = elapsed.div_ceil(self.interval_nanos).saturating_sub(1);
+        u64::try_from(k).unwrap_or(u64::MAX)
+    }
+
+    /// Merges the hot buffer into every stream, then rotates the streams up to `now`
+    /// (client_golang's `swapBufs` + `flushColdBuf` + `maybeRotateStreams`).
+    fn flush(&mut self, now: Instant) {
+        // The hot buffer's interval only moves forward, even if `now` goes back.
+        self.hot_interval = self.hot_interval.max(self.interval_of(now));
+        for &(value, weight) in &self.hot {
+            for stream in &mut self.streams {
+                stream.insert(&self.targets, value, f64::from(weight));
+            }
+        }
+        self.hot.clear();
+        self.rotate();
+    }
+
+    /// Resets the head and advances it once per interval elapsed since the last rotation.
+    /// After a gap of more than `age_buckets` intervals every stream has been reset and the
+    /// rest of the steps only move the head, so the loop is bounded by the stream count.
+    fn rotate(&mut self) {
+        let len = self.streams.len();
+        if len == 0 {
+            self.head_interval = self.hot_interval;
+            return;
+        }
+        let steps = self.hot_interval.saturating_sub(self.head_interval);
+        let resets = usize::try_from(steps).unwrap_or(usize::MAX).min(len);
+        for k in 0..resets {
+            self.streams[(self.head + k) % len].reset();
+        }
+        // `len` fits in u64 and the remainder is below `len`, so both conversions are exact.
+        let shift = (steps % len as u64) as usize;
+        self.head = (self.head + shift) % len;
+        self.head_interval = self.hot_interval;
+    }
+
+    /// Total tuples held by all streams plus the hot buffer's length: the memory footprint.
+    #[cfg(test)]
+    fn internal_samples(&self) -> usize {
+        self.hot.len()
+            + self
+                .streams
+                .iter()
+                .map(CkmsStream::tuple_count)
+                .sum::<usize>()
+    }
 }
+
+#[cfg(test)]
+mod tests;
