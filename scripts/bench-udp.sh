@@ -23,7 +23,13 @@ gw_pid=""
 stop_gw() {
   if [ -n "$gw_pid" ]; then kill "$gw_pid" 2>/dev/null || true; wait "$gw_pid" 2>/dev/null || true; gw_pid=""; fi
 }
-trap stop_gw EXIT INT TERM
+rmem_restore=""
+cleanup() {
+  stop_gw
+  # Put the host's receive-buffer cap back as it was.
+  if [ -n "$rmem_restore" ]; then sysctl -qw net.core.rmem_max="$rmem_restore" 2>/dev/null || true; fi
+}
+trap cleanup EXIT INT TERM
 
 start_gw() { # $1 = read buffer bytes (0 = system default)
   stop_gw
@@ -56,7 +62,8 @@ row() { # label, json
 rmem_max=$(sysctl -n net.core.rmem_max 2>/dev/null || echo "?")
 if [ "$rmem_max" != "?" ] && [ "$rmem_max" -lt "$BIG_BUF" ]; then
   if sysctl -qw net.core.rmem_max="$BIG_BUF" 2>/dev/null; then
-    echo "raised net.core.rmem_max from $rmem_max to $BIG_BUF" >&2
+    rmem_restore=$rmem_max
+    echo "raised net.core.rmem_max from $rmem_max to $BIG_BUF for this run (restored at exit)" >&2
   else
     echo "note: net.core.rmem_max=$rmem_max and not permitted to raise it; SO_RCVBUF is capped there" >&2
   fi
@@ -95,13 +102,14 @@ if [ -f "$names" ]; then src=(--names "$names" --series 100000); else src=(--ser
 # Paced so no line is lost and every series exists before measuring.
 r=$(run_lg "${src[@]}" --packed --rate 400000 --settle-ms 1000)
 rss1=$(awk '/VmRSS/{print $2*1024}' "/proc/$gw_pid/status")
-series=$(j "$r" exported_series)
+series=$(j "$r" series)
+exported=$(j "$r" exported_series)
 t1=$(curl -s -o /dev/null -w '%{time_total}' "http://127.0.0.1:$PORT_WEB/metrics")
 t2=$(curl -s -o /dev/null -w '%{time_total}' "http://127.0.0.1:$PORT_WEB/metrics")
 size=$(curl -s "http://127.0.0.1:$PORT_WEB/metrics" | wc -c)
 stop_gw
-echo "| series exported | lines loss % | RSS before | RSS after | bytes/series (RSS delta) | scrape s (1st, 2nd) | scrape bytes |"
-echo "|---|---|---|---|---|---|---|"
-printf '| %.0f | %s | %.1f MiB | %.1f MiB | %.0f | %s, %s | %s |\n' "$series" "$(j "$r" loss_pct)" \
+echo "| statsd series sent | exposition sample lines | lines loss % | RSS before | RSS after | bytes/series (RSS delta) | scrape s (1st, 2nd) | scrape bytes |"
+echo "|---|---|---|---|---|---|---|---|"
+printf '| %.0f | %.0f | %s | %.1f MiB | %.1f MiB | %.0f | %s, %s | %s |\n' "$series" "$exported" "$(j "$r" loss_pct)" \
   "$(awk "BEGIN{print $rss0/1048576}")" "$(awk "BEGIN{print $rss1/1048576}")" \
   "$(awk "BEGIN{print ($rss1-$rss0)/$series}")" "$t1" "$t2" "$size"
