@@ -156,11 +156,11 @@ fn hostile_input_leaves_the_gateway_healthy_and_exact() {
     paced.send(b"control.counter:1|c");
     sent_control += 1;
     let sent_datagrams = paced.sent as f64;
-    drop(paced);
 
     let s = gw.wait_for("the control counter", |s| {
         s.count("control_counter") >= sent_control as f64
     });
+    assert_eq!(s.count("statsd_exporter_udp_packets_total"), sent_datagrams);
     assert!(gw.alive(), "gateway died:\n{}", gw.log_text());
     assert_eq!(
         s.get("control_counter"),

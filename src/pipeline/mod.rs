@@ -392,7 +392,9 @@ impl Worker {
             add(&t.sample_errors[i], *n);
         }
         add(&t.tags, c.tags);
-        add(&t.tag_errors, c.tag_errors);
+        // Tag errors of lines that emitted no sample come from the parser; the rest were
+        // replayed per event from the handles.
+        add(&t.tag_errors, c.tag_errors + c.parse.tag_errors);
         for (i, n) in c.events.iter().enumerate() {
             add(&t.events[i], *n);
         }
