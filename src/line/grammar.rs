@@ -241,6 +241,7 @@ fn parse_sample<'a>(
     }
 
     let mut repeat = 1;
+    let mut sample_rate = 1.0;
     let mut container_id = None;
     // Offsets in `rest` of the first `#` component and of the end of the last one.
     let mut dog_span: Option<(usize, usize)> = None;
@@ -253,6 +254,7 @@ fn parse_sample<'a>(
                     err.value()
                 });
                 let rate = if rate == 0.0 { 1.0 } else { rate };
+                sample_rate = rate;
                 match type_text {
                     "c" => value /= rate,
                     "ms" | "h" | "d" => repeat = repeat_for_rate(rate),
@@ -297,6 +299,7 @@ fn parse_sample<'a>(
         value,
         relative,
         repeat,
+        rate: sample_rate,
         tags: Tags {
             name_section: ctx.name,
             // Skip the `#` of the first tag component.

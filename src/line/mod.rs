@@ -199,6 +199,10 @@ pub struct Sample<'a> {
     /// counts above `u32::MAX` saturate, so callers should observe a large repeat as one
     /// weighted observation rather than loop.
     pub repeat: u32,
+    /// The sample rate the value was scaled by: the last `@rate` component after Go's
+    /// rules (a bad rate falls back, 0 means 1), or 1 without one. Replaying a cached line
+    /// shape with a new value needs it (see [`split_for_replay`]).
+    pub rate: f64,
     /// The tags of this sample, decoded on demand.
     pub tags: Tags<'a>,
 }
@@ -281,4 +285,45 @@ pub fn parse_line<'a>(
     on_sample: impl FnMut(Sample<'a>),
 ) {
     grammar::parse_line(line, dialects, counters, on_sample)
+}
+
+/// A line cut at its first `:` and the first `|` after it, for replaying a cached parse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplayParts<'a> {
+    /// Everything before the first `:`.
+    pub name_section: &'a [u8],
+    /// The value text between `:` and the first `|`; it holds no `:`.
+    pub value: &'a [u8],
+    /// Everything from that first `|` on: type, rate, tags, container id.
+    pub tail: &'a [u8],
+}
+
+/// Cuts a single-value line for replay, or `None` when it has no `:`, no `|`, or several
+/// values (a `:` in the value part).
+///
+/// The invariant that makes replay sound: two lines with equal `name_section` and `tail`,
+/// each with a single value, parse to the same samples, errors and tags except for
+/// `value` and `relative`, provided both values parse; and `value` is then
+/// [`parse_value`] of the value text, divided by [`Sample::rate`] for counters when the
+/// tail holds at most one `@` component. The whole line is valid UTF-8 when the cached
+/// line was and the new value parses (a parsed value is ASCII).
+pub fn split_for_replay(line: &[u8]) -> Option<ReplayParts<'_>> {
+    let colon = memchr::memchr(b':', line)?;
+    let rest = &line[colon + 1..];
+    let pipe = memchr::memchr2(b'|', b':', rest)?;
+    if rest[pipe] != b'|' {
+        return None;
+    }
+    Some(ReplayParts {
+        name_section: &line[..colon],
+        value: &rest[..pipe],
+        tail: &rest[pipe..],
+    })
+}
+
+/// Parses a value as the grammar does (Go's `strconv.ParseFloat`); `None` when the grammar
+/// would count `malformed_value`.
+pub fn parse_value(text: &[u8]) -> Option<f64> {
+    let text = std::str::from_utf8(text).ok()?;
+    float::parse_go_float(text).ok()
 }

@@ -2,32 +2,33 @@
 //! series updates in place — split, parse, resolve, update — with no channel hop, no lock
 //! and no allocation for a series it has seen before.
 //!
-//! A worker remembers, per raw series identity (event kind + the name section, DogStatsD
-//! tag section and container id exactly as they appear on the wire), how that identity was
-//! resolved: the series handle, or the fact that it is dropped or conflicting. Only a
-//! first sight goes through tag decoding, the mapper and the store's locks. A mapping
-//! reload bumps a generation number that makes every worker forget its handles; TTL expiry
-//! marks a series dead, which makes the worker resolve that identity again.
+//! A worker remembers how raw line bytes resolved ([`handles`]): the series handle, or
+//! the fact that they are dropped or conflicting. A line whose shape (everything but the
+//! value) was seen before is replayed without running the grammar; other lines are parsed
+//! and their samples found by raw series identity. Only a first sight goes through tag
+//! decoding, the mapper and the store's locks. A mapping reload bumps a generation number
+//! that makes every worker forget its handles; TTL expiry marks a series dead, which makes
+//! the worker resolve that key again.
 
+mod handles;
 mod resolve;
 
-use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
-use hashbrown::HashTable;
 use metrics::Counter;
 
-use crate::line::{Dialects, EventKind, ParseCounters, Sample, SampleError, StatType, parse_line};
+use crate::line::{
+    Dialects, EventKind, ParseCounters, ReplayParts, Sample, SampleError, StatType, parse_line,
+    parse_value, split_for_replay,
+};
 use crate::mapping::{Action, Mapper};
-use crate::store::{SeriesRef, Store};
+use crate::store::Store;
+
+use handles::{HandleTable, Key, Outcome, Replay, Resolution, SHAPE_TAG};
 
 pub use resolve::{EnvoyProfile, Profile, ProfileError};
-
-/// Upper bound on remembered identities per worker; beyond it the worker starts afresh, so
-/// a flood of distinct names cannot grow memory without bound.
-const MAX_HANDLES: usize = 1 << 20;
 
 /// State shared by every worker.
 pub struct Pipeline {
@@ -97,8 +98,7 @@ impl Pipeline {
     pub fn worker(self: &Arc<Self>) -> Worker {
         Worker {
             shared: self.clone(),
-            handles: HashTable::new(),
-            hasher: foldhash::fast::RandomState::default(),
+            handles: HandleTable::default(),
             generation: self.generation.load(Ordering::Acquire),
             mapper: self.mapper.load_full(),
             counts: LocalCounts::default(),
@@ -108,64 +108,55 @@ impl Pipeline {
     }
 }
 
-/// How one raw identity resolved.
-#[derive(Debug, Clone)]
-enum Outcome {
-    /// Update this series, after multiplying by `scale`.
-    Series { series: SeriesRef, scale: f64 },
-    /// The mapping says drop.
-    Dropped,
-    /// The series cannot be created: count the event against `counter`.
-    Failed { counter: Counter },
+/// One event to apply, whether it came from the grammar or from a replayed line shape.
+#[derive(Clone, Copy)]
+struct Event {
+    stat_type: StatType,
+    value: f64,
+    relative: bool,
+    repeat: u32,
 }
 
-#[derive(Debug)]
-struct Handle {
-    key: Box<[u8]>,
-    hash: u64,
-    outcome: Outcome,
-    mapped: Option<Action>,
-    tag_errors: u32,
-    has_labels: bool,
-    labels_dropped: u32,
-}
-
-impl Handle {
-    #[inline]
-    fn is_stale(&self) -> bool {
-        matches!(&self.outcome, Outcome::Series { series, .. } if series.is_dead())
+impl Event {
+    fn of(sample: &Sample<'_>) -> Event {
+        Event {
+            stat_type: sample.stat_type,
+            value: sample.value,
+            relative: sample.relative,
+            repeat: sample.repeat,
+        }
     }
 }
 
-/// Applies one sample through a resolved handle.
+/// Applies one event through a resolution.
 #[inline]
-fn apply(handle: &Handle, sample: &Sample<'_>, shared: &Pipeline, c: &mut LocalCounts) {
-    let kind = sample.kind();
-    c.tags += u64::from(handle.has_labels);
-    c.tag_errors += u64::from(handle.tag_errors);
-    c.labels_dropped += u64::from(handle.labels_dropped);
+fn apply(res: &Resolution, ev: Event, shared: &Pipeline, c: &mut LocalCounts) {
+    let kind = ev.stat_type.kind();
+    c.tags += u64::from(res.has_labels);
+    c.tag_errors += u64::from(res.tag_errors);
+    c.labels_dropped += u64::from(res.labels_dropped);
     // statsd_exporter expands a sampled observer into int(1/rate) events, each counted.
     let events = if kind == EventKind::Observer {
-        u64::from(sample.repeat)
+        u64::from(ev.repeat)
     } else {
         1
     };
     c.events[kind_index(kind)] += events;
-    match handle.mapped {
+    match res.mapped {
         None => c.unmapped += events,
         Some(Action::Map) => c.actions_map += events,
         Some(Action::Drop) => c.actions_drop += events,
     }
-    match &handle.outcome {
+    match &res.outcome {
         Outcome::Dropped => {}
         Outcome::Failed { counter } => counter.increment(events),
         Outcome::Series { series, scale } => {
             let store = &shared.store;
             let now = store.clock().now_ms();
             series.touch(now);
-            match sample.stat_type {
+            match ev.stat_type {
                 StatType::Counter => {
-                    let v = sample.value * scale;
+                    let v = ev.value * scale;
                     // NaN is not negative but would poison the running total too.
                     if v < 0.0 || v.is_nan() {
                         c.negative_counter += 1;
@@ -173,14 +164,29 @@ fn apply(handle: &Handle, sample: &Sample<'_>, shared: &Pipeline, c: &mut LocalC
                         series.counter_add(v);
                     }
                 }
-                StatType::Gauge => series.gauge_update(sample.value * scale, sample.relative),
+                StatType::Gauge => series.gauge_update(ev.value * scale, ev.relative),
                 StatType::Timer | StatType::Histogram | StatType::Distribution => {
-                    let v = shared.profile.observed_value(sample) * scale;
-                    series.observe(v, sample.repeat, store.clock(), now);
+                    let v = shared.profile.observed_value(ev.stat_type, ev.value) * scale;
+                    series.observe(v, ev.repeat, store.clock(), now);
                 }
             }
         }
     }
+}
+
+/// Whether a line with this tail may be replayed: at most one `@rate` (so the counter
+/// division is one operation), and no `|T` timestamp (which changes on every line and
+/// would only fill the table).
+fn replayable_tail(tail: &[u8]) -> bool {
+    let mut rates = 0;
+    for i in memchr::memchr_iter(b'|', tail) {
+        match tail.get(i + 1) {
+            Some(b'@') => rates += 1,
+            Some(b'T') => return false,
+            _ => {}
+        }
+    }
+    rates <= 1
 }
 
 /// Counts accumulated over a batch and published in [`Worker::flush`].
@@ -238,8 +244,7 @@ impl WorkerTelemetry {
 /// Turns received bytes into series updates. One per thread or connection; not shared.
 pub struct Worker {
     shared: Arc<Pipeline>,
-    handles: HashTable<Handle>,
-    hasher: foldhash::fast::RandomState,
+    handles: HandleTable,
     generation: u64,
     mapper: Arc<Mapper>,
     counts: LocalCounts,
@@ -285,42 +290,17 @@ fn kind_index(k: EventKind) -> usize {
     }
 }
 
-fn write_key(out: &mut Vec<u8>, kind: EventKind, parts: &[&[u8]; 3]) {
-    out.push(kind_index(kind) as u8);
-    for p in parts {
-        out.extend_from_slice(&(p.len() as u32).to_le_bytes());
-        out.extend_from_slice(p);
-    }
-}
-
-fn key_matches(key: &[u8], kind: EventKind, parts: &[&[u8]; 3]) -> bool {
-    let Some((&k, mut rest)) = key.split_first() else {
-        return false;
-    };
-    if k != kind_index(kind) as u8 {
-        return false;
-    }
-    for p in parts {
-        let Some((len, tail)) = rest.split_first_chunk::<4>() else {
-            return false;
-        };
-        let len = u32::from_le_bytes(*len) as usize;
-        if len != p.len() || tail.len() < len || &tail[..len] != *p {
-            return false;
-        }
-        rest = &tail[len..];
-    }
-    rest.is_empty()
-}
-
 impl Worker {
     /// Handles one datagram: every `\n`-separated piece is a line (statsd_exporter counts
     /// empty pieces as lines too).
     pub fn datagram(&mut self, payload: &[u8]) {
         self.follow_reload();
-        for line in payload.split(|b| *b == b'\n') {
-            self.parse_one(line);
+        let mut start = 0;
+        for end in memchr::memchr_iter(b'\n', payload) {
+            self.parse_one(&payload[start..end]);
+            start = end + 1;
         }
+        self.parse_one(&payload[start..]);
     }
 
     /// Handles one line without its terminator.
@@ -346,15 +326,100 @@ impl Worker {
         if line.is_empty() {
             return;
         }
+        let replay = split_for_replay(line).filter(|r| replayable_tail(r.tail));
+        if let Some(r) = replay
+            && self.replay(r)
+        {
+            return;
+        }
         let dialects = self.shared.dialects;
         // Split borrows: the parser needs the counters while the callback needs the rest.
         let mut parse = std::mem::take(&mut self.counts.parse);
-        let before = parse.errors;
-        parse_line(line, &dialects, &mut parse, |sample| self.sample(&sample));
-        if parse.errors != before {
-            self.report_bad_line(line, &before, &parse.errors);
+        let (errors_before, tag_errors_before) = (parse.errors, parse.tag_errors);
+        // Keep the last sample of a replayable line back: if it turns out to be the only
+        // one and the parse was clean, its line shape is cached.
+        let mut single: Option<Sample<'_>> = None;
+        let mut emitted = 0usize;
+        parse_line(line, &dialects, &mut parse, |sample| {
+            emitted += 1;
+            if replay.is_none() {
+                self.sample(&sample);
+            } else if let Some(earlier) = single.replace(sample) {
+                // `a:1|c:2|g` looks single-valued up to the first `|` but is not.
+                self.sample(&earlier);
+            }
+        });
+        let clean =
+            emitted == 1 && parse.errors == errors_before && parse.tag_errors == tag_errors_before;
+        if parse.errors != errors_before {
+            self.report_bad_line(line, &errors_before, &parse.errors);
         }
         self.counts.parse = parse;
+        match (single, replay) {
+            (Some(sample), Some(r)) if clean => self.cache_shape(r, &sample),
+            (Some(sample), _) => self.sample(&sample),
+            (None, _) => {}
+        }
+    }
+
+    /// Replays a known line shape with this line's value. False when the shape is unknown
+    /// or stale, or the value does not parse: the caller then runs the grammar.
+    #[inline]
+    fn replay(&mut self, r: ReplayParts<'_>) -> bool {
+        let parts = [r.name_section, r.tail];
+        let key = Key {
+            tag: SHAPE_TAG,
+            parts: &parts,
+        };
+        let hash = self.handles.hash(key);
+        let Some(entry) = self.handles.get(hash, key) else {
+            return false;
+        };
+        let Some(rp) = entry.replay else { return false };
+        if entry.res.is_stale() {
+            return false;
+        }
+        let Some(raw) = parse_value(r.value) else {
+            return false;
+        };
+        let value = if rp.stat_type == StatType::Counter {
+            raw / rp.rate
+        } else {
+            raw
+        };
+        let relative = matches!(r.value.first(), Some(b'+' | b'-'));
+        self.counts.parse.samples += 1;
+        let ev = Event {
+            stat_type: rp.stat_type,
+            value,
+            relative,
+            repeat: rp.repeat,
+        };
+        apply(&entry.res, ev, &self.shared, &mut self.counts);
+        true
+    }
+
+    #[cold]
+    fn cache_shape(&mut self, r: ReplayParts<'_>, sample: &Sample<'_>) {
+        let res = self.resolve(sample);
+        let parts = [r.name_section, r.tail];
+        let key = Key {
+            tag: SHAPE_TAG,
+            parts: &parts,
+        };
+        let hash = self.handles.hash(key);
+        let replay = Replay {
+            stat_type: sample.stat_type,
+            rate: sample.rate,
+            repeat: sample.repeat,
+        };
+        let entry = self.handles.insert(hash, key, res, Some(replay));
+        apply(
+            &entry.res,
+            Event::of(sample),
+            &self.shared,
+            &mut self.counts,
+        );
     }
 
     #[cold]
@@ -405,66 +470,57 @@ impl Worker {
         add(&t.labels_dropped, c.labels_dropped);
     }
 
+    /// A sample of a line that is not replayable: found by its series identity.
     fn sample(&mut self, sample: &Sample<'_>) {
-        let kind = sample.kind();
         let parts = sample.identity();
-        let mut h = self.hasher.build_hasher();
-        h.write_u8(kind_index(kind) as u8);
-        for p in &parts {
-            h.write(p);
-            h.write_u8(0xff);
-        }
-        let hash = h.finish();
-        // One probe in the steady state; a miss or a series expired since resolves first.
-        match self
-            .handles
-            .find(hash, |e| key_matches(&e.key, kind, &parts))
-        {
-            Some(handle) if !handle.is_stale() => {
-                apply(handle, sample, &self.shared, &mut self.counts);
+        let key = Key {
+            tag: kind_index(sample.kind()) as u8,
+            parts: &parts,
+        };
+        let hash = self.handles.hash(key);
+        match self.handles.get(hash, key) {
+            Some(entry) if !entry.res.is_stale() => {
+                apply(
+                    &entry.res,
+                    Event::of(sample),
+                    &self.shared,
+                    &mut self.counts,
+                );
             }
             _ => {
-                self.resolve_into_cache(sample, hash, &parts);
-                if let Some(handle) = self
-                    .handles
-                    .find(hash, |e| key_matches(&e.key, kind, &parts))
-                {
-                    apply(handle, sample, &self.shared, &mut self.counts);
-                }
+                let res = self.resolve(sample);
+                let entry = self.handles.insert(hash, key, res, None);
+                apply(
+                    &entry.res,
+                    Event::of(sample),
+                    &self.shared,
+                    &mut self.counts,
+                );
             }
         }
     }
 
+    /// First sight of a key: decode, map, create the series; log a problem (rate-limited).
     #[cold]
-    fn resolve_into_cache(&mut self, sample: &Sample<'_>, hash: u64, parts: &[&[u8]; 3]) {
-        let kind = sample.kind();
-        if let Ok(entry) = self
-            .handles
-            .find_entry(hash, |e| key_matches(&e.key, kind, parts))
-        {
-            entry.remove();
-        }
-        if self.handles.len() >= MAX_HANDLES {
-            self.handles.clear();
-        }
+    fn resolve(&mut self, sample: &Sample<'_>) -> Resolution {
         let r = resolve::resolve(
             &self.shared.profile,
             &self.mapper,
             &self.shared.store,
             sample,
         );
-        let mut key = Vec::with_capacity(1 + 12 + parts.iter().map(|p| p.len()).sum::<usize>());
-        write_key(&mut key, kind, parts);
-        let handle = Handle {
-            key: key.into_boxed_slice(),
-            hash,
+        if let Some(problem) = &r.problem
+            && let Some(suppressed) = self.diagnostics.allow()
+        {
+            tracing::warn!(suppressed, "{problem}; its events are dropped and counted");
+        }
+        Resolution {
             outcome: r.outcome,
             mapped: r.mapped,
             tag_errors: r.tag_errors,
             has_labels: r.has_labels,
             labels_dropped: r.labels_dropped,
-        };
-        self.handles.insert_unique(hash, handle, |e| e.hash);
+        }
     }
 }
 

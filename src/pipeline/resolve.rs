@@ -17,7 +17,7 @@ use crate::store::{
     HistogramOptions, LeFormat, ObserverOptions, SeriesKind, SeriesSpec, Store, SummaryOptions,
 };
 
-use super::Outcome;
+use super::handles::Outcome;
 
 /// A built-in naming profile: what happens to names the mapping file does not match.
 #[derive(Debug, Default)]
@@ -113,10 +113,10 @@ impl Profile {
 
     /// The value an observer series records for `sample`.
     #[inline]
-    pub(super) fn observed_value(&self, sample: &Sample<'_>) -> f64 {
+    pub(super) fn observed_value(&self, stat_type: StatType, value: f64) -> f64 {
         match self {
-            Profile::Statsd => sample.value_in_base_unit(),
-            Profile::IstioMixer | Profile::Envoy(_) => sample.value,
+            Profile::Statsd if stat_type == StatType::Timer => value / 1000.0,
+            Profile::Statsd | Profile::IstioMixer | Profile::Envoy(_) => value,
         }
     }
 
