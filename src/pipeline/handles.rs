@@ -161,6 +161,11 @@ impl HandleTable {
         self.table.insert_unique(hash, entry, |e| e.hash).into_mut()
     }
 
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.table.len()
+    }
+
     pub(super) fn clear(&mut self) {
         self.table.clear();
     }
