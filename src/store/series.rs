@@ -92,8 +92,10 @@ impl HistogramCell {
 pub(crate) enum SeriesValue {
     Counter(AtomicF64),
     Gauge(AtomicF64),
-    Histogram(HistogramCell),
-    Summary(Mutex<SlidingSummary>),
+    /// Boxed like the summary, to keep scalar series small.
+    Histogram(Box<HistogramCell>),
+    /// Boxed: the estimator is ~200 bytes, and inline it would make every counter that big.
+    Summary(Box<Mutex<SlidingSummary>>),
 }
 
 /// A series: its sorted labels, its value, and what TTL expiry needs.
@@ -131,7 +133,7 @@ impl Series {
     ) -> Self {
         Self::with(
             labels,
-            SeriesValue::Histogram(HistogramCell::new(opts)),
+            SeriesValue::Histogram(Box::new(HistogramCell::new(opts))),
             now,
             ttl_ms,
         )
@@ -145,7 +147,12 @@ impl Series {
         at: std::time::Instant,
     ) -> Self {
         let s = SlidingSummary::new(opts, at);
-        Self::with(labels, SeriesValue::Summary(Mutex::new(s)), now, ttl_ms)
+        Self::with(
+            labels,
+            SeriesValue::Summary(Box::new(Mutex::new(s))),
+            now,
+            ttl_ms,
+        )
     }
 
     fn with(labels: super::Labels, value: SeriesValue, now: u64, ttl_ms: u64) -> Self {

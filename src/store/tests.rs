@@ -201,3 +201,14 @@ fn counters_gauges_and_histograms_aggregate() {
     assert_eq!(cum, vec![1, 4, 5]);
     assert_eq!(sum, 1.0 + 4.5 + 9.0);
 }
+
+#[test]
+fn a_scalar_series_stays_small() {
+    // Issue 4's budget: at most 200 bytes per counter or gauge beyond its name and labels.
+    // The series itself, with its Arc header, is well under that.
+    assert!(
+        std::mem::size_of::<Series>() <= 64,
+        "{}",
+        std::mem::size_of::<Series>()
+    );
+}
