@@ -43,13 +43,13 @@ fn lines_in(datagrams: &[Vec<u8>]) -> u64 {
         .sum()
 }
 
-fn worker() -> Worker {
+fn worker(profile: Profile) -> Worker {
     let store = Arc::new(Store::new(StoreOptions::default()));
     let pipeline = Pipeline::new(
         store,
         Mapper::empty(CacheOptions::default()),
         Dialects::default(),
-        Profile::Statsd,
+        profile,
     );
     Arc::new(pipeline).worker()
 }
@@ -77,7 +77,11 @@ fn envoy_name(i: usize) -> String {
 /// Runs one pass over all `datagrams` per iteration, flushing once per 32 datagrams as the
 /// UDP listener does per `recvmmsg` batch.
 fn bench_datagrams(c: &mut Criterion, id: &str, datagrams: Vec<Vec<u8>>) {
-    let mut w = worker();
+    bench_with(c, id, datagrams, Profile::Statsd)
+}
+
+fn bench_with(c: &mut Criterion, id: &str, datagrams: Vec<Vec<u8>>, profile: Profile) {
+    let mut w = worker(profile);
     // Warm-up pass: every series exists and every handle is cached, so the bench measures
     // the steady state rather than series creation.
     for d in &datagrams {
@@ -110,6 +114,18 @@ fn pipeline(c: &mut Criterion) {
         })
         .collect();
     bench_datagrams(c, "100k_series_mixed", pack(&many));
+    if let Ok(envoy) = Profile::envoy("envoy", "envoy") {
+        // The same lines under --profile=envoy: timers become fixed-bucket histograms.
+        bench_with(c, "100k_series_mixed_envoy_profile", pack(&many), envoy);
+    }
+
+    let scalars: Vec<String> = (0..100_000)
+        .map(|i| {
+            let kind = ["c", "g"][i % 2];
+            format!("{}:{}|{kind}", envoy_name(i), 1 + i % 50)
+        })
+        .collect();
+    bench_datagrams(c, "100k_series_counters_gauges", pack(&scalars));
 
     let tagged: Vec<String> = (0..100_000)
         .map(|i| {

@@ -31,11 +31,12 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-start_gw() { # $1 = read buffer bytes (0 = system default)
+start_gw() { # $1 = read buffer bytes (0 = system default); more args go to the gateway
   stop_gw
+  local buf=$1; shift
   taskset -c $cpu_gw "$GW" --statsd.udp-sockets=1 --statsd.listen-tcp= \
     --web.listen-address=127.0.0.1:$PORT_WEB --statsd.listen-udp=127.0.0.1:$PORT_UDP \
-    --statsd.read-buffer="$1" --log.level=warn >/dev/null 2>&1 &
+    --statsd.read-buffer="$buf" --log.level=warn "$@" >/dev/null 2>&1 &
   gw_pid=$!
   for _ in $(seq 50); do
     curl -sf -o /dev/null "http://127.0.0.1:$PORT_WEB/metrics" && return 0
@@ -94,22 +95,24 @@ done
 
 echo "### 100k Envoy-like series"
 echo
-start_gw "$BIG_BUF"
-rss0=$(awk '/VmRSS/{print $2*1024}' "/proc/$gw_pid/status")
+echo "| profile | statsd series sent | exposition sample lines | lines loss % | RSS before | RSS after | bytes/series (RSS delta) | scrape s (1st, 2nd) | scrape bytes |"
+echo "|---|---|---|---|---|---|---|---|---|"
 names=../shared/data/envoy-stat-names.txt
 [ -f "$names" ] || names=/work/shared/data/envoy-stat-names.txt
 if [ -f "$names" ]; then src=(--names "$names" --series 100000); else src=(--series 100000); fi
-# Paced so no line is lost and every series exists before measuring.
-r=$(run_lg "${src[@]}" --packed --rate 400000 --settle-ms 1000)
-rss1=$(awk '/VmRSS/{print $2*1024}' "/proc/$gw_pid/status")
-series=$(j "$r" series)
-exported=$(j "$r" exported_series)
-t1=$(curl -s -o /dev/null -w '%{time_total}' "http://127.0.0.1:$PORT_WEB/metrics")
-t2=$(curl -s -o /dev/null -w '%{time_total}' "http://127.0.0.1:$PORT_WEB/metrics")
-size=$(curl -s "http://127.0.0.1:$PORT_WEB/metrics" | wc -c)
-stop_gw
-echo "| statsd series sent | exposition sample lines | lines loss % | RSS before | RSS after | bytes/series (RSS delta) | scrape s (1st, 2nd) | scrape bytes |"
-echo "|---|---|---|---|---|---|---|---|"
-printf '| %.0f | %.0f | %s | %.1f MiB | %.1f MiB | %.0f | %s, %s | %s |\n' "$series" "$exported" "$(j "$r" loss_pct)" \
-  "$(awk "BEGIN{print $rss0/1048576}")" "$(awk "BEGIN{print $rss1/1048576}")" \
-  "$(awk "BEGIN{print ($rss1-$rss0)/$series}")" "$t1" "$t2" "$size"
+for profile in statsd envoy; do
+  start_gw "$BIG_BUF" --profile="$profile"
+  rss0=$(awk '/VmRSS/{print $2*1024}' "/proc/$gw_pid/status")
+  # Paced so no line is lost and every series exists before measuring.
+  r=$(run_lg "${src[@]}" --packed --rate 400000 --settle-ms 1000)
+  rss1=$(awk '/VmRSS/{print $2*1024}' "/proc/$gw_pid/status")
+  series=$(j "$r" series)
+  exported=$(j "$r" exported_series)
+  t1=$(curl -s -o /dev/null -w '%{time_total}' "http://127.0.0.1:$PORT_WEB/metrics")
+  t2=$(curl -s -o /dev/null -w '%{time_total}' "http://127.0.0.1:$PORT_WEB/metrics")
+  size=$(curl -s "http://127.0.0.1:$PORT_WEB/metrics" | wc -c)
+  stop_gw
+  printf '| %s | %.0f | %.0f | %s | %.1f MiB | %.1f MiB | %.0f | %s, %s | %s |\n' "$profile" "$series" "$exported" "$(j "$r" loss_pct)" \
+    "$(awk "BEGIN{print $rss0/1048576}")" "$(awk "BEGIN{print $rss1/1048576}")" \
+    "$(awk "BEGIN{print ($rss1-$rss0)/$series}")" "$t1" "$t2" "$size"
+done
