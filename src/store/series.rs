@@ -176,8 +176,9 @@ impl Series {
         self.dead.load(Ordering::Relaxed)
     }
 
+    /// Stamps the series as updated at coarse time `now` (see [`super::CoarseClock`]).
     #[inline]
-    pub(crate) fn touch(&self, now: u64) {
+    pub fn touch(&self, now: u64) {
         // Only write when the coarse time moved: a hot series then stays in every core's
         // cache in shared state instead of bouncing on each event.
         if self.last_update.load(Ordering::Relaxed) != now {
@@ -187,7 +188,7 @@ impl Series {
 
     /// Adds to a counter. Negative increments are rejected by the caller.
     #[inline]
-    pub(crate) fn counter_add(&self, v: f64) {
+    pub fn counter_add(&self, v: f64) {
         if let SeriesValue::Counter(c) = &self.value {
             c.add(v);
         }
@@ -195,7 +196,7 @@ impl Series {
 
     /// Sets a gauge, or adds to it when `relative`.
     #[inline]
-    pub(crate) fn gauge_update(&self, v: f64, relative: bool) {
+    pub fn gauge_update(&self, v: f64, relative: bool) {
         if let SeriesValue::Gauge(g) = &self.value {
             if relative { g.add(v) } else { g.store(v) }
         }
@@ -203,7 +204,7 @@ impl Series {
 
     /// Observes `v` `n` times into a histogram or summary.
     #[inline]
-    pub(crate) fn observe(&self, v: f64, n: u32, clock: &super::clock::CoarseClock, now: u64) {
+    pub fn observe(&self, v: f64, n: u32, clock: &super::clock::CoarseClock, now: u64) {
         match &self.value {
             SeriesValue::Histogram(h) => h.observe(v, n),
             SeriesValue::Summary(s) => {
@@ -216,7 +217,8 @@ impl Series {
         }
     }
 
-    pub(crate) fn scalar(&self) -> f64 {
+    /// A counter's or gauge's current value; NaN for observers.
+    pub fn scalar(&self) -> f64 {
         match &self.value {
             SeriesValue::Counter(c) | SeriesValue::Gauge(c) => c.load(),
             _ => f64::NAN,
