@@ -61,7 +61,7 @@ pub fn render(
     let mut extra = extra.iter().peekable();
     let now = store.clock().now_ms();
     let at = store.clock().instant_at(now);
-    for fam in &families {
+    for fam in families.iter() {
         while let Some(e) = extra.next_if(|e| e.name.as_str() < fam.name()) {
             buf.extend_from_slice(e.text.as_bytes());
         }

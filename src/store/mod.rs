@@ -20,7 +20,7 @@ pub mod summary;
 use std::collections::{BTreeMap, HashSet};
 use std::hash::BuildHasher;
 use std::ops::Bound;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -233,6 +233,10 @@ pub struct Store {
     hasher: foldhash::fast::RandomState,
     /// Serialises family creation so the cross-name conflict checks see a stable picture.
     create_lock: Mutex<()>,
+    /// Bumped whenever a family is added or removed; the sorted list below is rebuilt only
+    /// then, so a steady-state scrape does not sort 100k names.
+    families_generation: AtomicU64,
+    sorted_families: Mutex<(u64, Arc<[Arc<Family>]>)>,
     clock: CoarseClock,
     reserved: HashSet<String>,
     series_count: AtomicUsize,
@@ -270,6 +274,8 @@ impl Store {
             reserved: opts.reserved_names.into_iter().collect(),
             series_count: AtomicUsize::new(0),
             ttl_series: AtomicUsize::new(0),
+            families_generation: AtomicU64::new(1),
+            sorted_families: Mutex::new((0, Arc::from(Vec::new()))),
         }
     }
 
@@ -435,17 +441,30 @@ impl Store {
             removed: AtomicBool::new(false),
         });
         write(self.shard(spec.name)).insert(family.name.clone(), family.clone());
+        self.families_generation.fetch_add(1, Ordering::Release);
         Ok(family)
     }
 
     /// Every family, sorted by name. Each shard's lock is held only while its families are
     /// listed.
-    pub fn families(&self) -> Vec<Arc<Family>> {
+    pub fn families(&self) -> Arc<[Arc<Family>]> {
+        let mut cached = self
+            .sorted_families
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        // Read before listing: a family added meanwhile bumps it again and is picked up
+        // by the next scrape.
+        let generation = self.families_generation.load(Ordering::Acquire);
+        if cached.0 == generation {
+            return cached.1.clone();
+        }
         let mut out: Vec<Arc<Family>> = Vec::new();
         for shard in self.shards.iter() {
             out.extend(read(shard).values().cloned());
         }
         out.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        let out: Arc<[Arc<Family>]> = out.into();
+        *cached = (generation, out.clone());
         out
     }
 
@@ -462,7 +481,7 @@ impl Store {
             ttl > 0 && s.last_update.load(Ordering::Relaxed).saturating_add(ttl) < now
         };
         let mut removed = 0;
-        for family in self.families() {
+        for family in self.families().iter() {
             let stale: Vec<Labels> = read(&family.series)
                 .iter()
                 .filter(|(_, s)| expired(s))
@@ -492,9 +511,10 @@ impl Store {
                 let mut shard = write(self.shard(&family.name));
                 if shard
                     .get(&*family.name)
-                    .is_some_and(|f| Arc::ptr_eq(f, &family))
+                    .is_some_and(|f| Arc::ptr_eq(f, family))
                 {
                     shard.remove(&*family.name);
+                    self.families_generation.fetch_add(1, Ordering::Release);
                 }
             }
         }

@@ -212,3 +212,18 @@ fn a_scalar_series_stays_small() {
         std::mem::size_of::<Series>()
     );
 }
+
+#[test]
+fn sorted_family_list_is_reused_until_a_family_changes() {
+    let s = store();
+    s.resolve(&spec("b", SeriesKind::Counter, &[])).unwrap();
+    let first = s.families();
+    let again = s.families();
+    assert!(
+        Arc::ptr_eq(&first, &again),
+        "no new family: the sorted list is reused"
+    );
+    s.resolve(&spec("a", SeriesKind::Counter, &[])).unwrap();
+    let names: Vec<String> = s.families().iter().map(|f| f.name().to_string()).collect();
+    assert_eq!(names, ["a", "b"]);
+}
