@@ -56,8 +56,9 @@ pub(super) fn split_name<'a>(name: &'a str, dialects: &Dialects) -> NameSplit<'a
     };
     let bytes = name.as_bytes();
     if dialects.signalfx {
-        let open = bytes.iter().position(|&b| b == b'[');
-        let close = bytes.iter().position(|&b| b == b']');
+        // memchr: names are scanned once per line on the grammar's path, so SIMD matters.
+        let open = memchr::memchr(b'[', bytes);
+        let close = memchr::memchr(b']', bytes);
         match (open, close) {
             (None, None) => {}
             (Some(open), Some(close)) if open < close => {
@@ -78,9 +79,12 @@ pub(super) fn split_name<'a>(name: &'a str, dialects: &Dialects) -> NameSplit<'a
             }
         }
     }
-    let start = bytes
-        .iter()
-        .position(|&b| (b == b'#' && dialects.librato) || (b == b',' && dialects.influxdb));
+    let start = match (dialects.librato, dialects.influxdb) {
+        (true, true) => memchr::memchr2(b'#', b',', bytes),
+        (true, false) => memchr::memchr(b'#', bytes),
+        (false, true) => memchr::memchr(b',', bytes),
+        (false, false) => None,
+    };
     match start {
         Some(i) => NameSplit {
             head: &name[..i],
