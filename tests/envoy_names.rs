@@ -2,31 +2,16 @@
 //! rule tables against `envoy-tag-regexes.tsv`, and every line of `envoy-stat-names.txt`
 //! under every rule set.
 
+mod common;
+
+use common::shared_data;
 use std::ops::Range;
-use std::path::PathBuf;
 use std::sync::LazyLock;
 
 use statsgate::mapping::envoy::{
     Extracted, RegexEngine, TagExtractor, TagMatch, TagRuleSet, prometheus_label_name,
     prometheus_metric_name, sink_prefix_strip,
 };
-
-/// Locates a file of `/work/shared/data`; `None` (after a loud note) when a user's clone has
-/// no `../shared`, except under CI where that is an error.
-fn shared_data(name: &str) -> Option<PathBuf> {
-    let relative = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/data")
-        .join(name);
-    let absolute = PathBuf::from("/work/shared/data").join(name);
-    if let Some(found) = [relative, absolute].into_iter().find(|p| p.is_file()) {
-        return Some(found);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("../shared/data/{name} not found and CI=true");
-    }
-    eprintln!("SKIPPED: ../shared not found ({name})");
-    None
-}
 
 /// `(stat name, type)` for every data line, split on the last `|` as the file says.
 fn stat_names() -> Option<Vec<(String, String)>> {

@@ -3,6 +3,9 @@
 //! No global `metrics` recorder is installed: what a listener delivered is observed through a
 //! recording [`Sink`] that tags everything with the sink (thread or connection) it came through.
 
+mod common;
+
+use common::shared_data;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
@@ -84,24 +87,6 @@ async fn wait_until_async(limit: Duration, mut done: impl FnMut() -> bool) -> bo
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     done()
-}
-
-/// Locates a file of the shared test data. Missing data skips the caller loudly, unless CI=true.
-fn shared_data(name: &str) -> Option<PathBuf> {
-    let relative = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/data")
-        .join(name);
-    let absolute = PathBuf::from("/work/shared/data").join(name);
-    for candidate in [relative, absolute] {
-        if candidate.exists() {
-            return Some(candidate);
-        }
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("shared test data {name} not found and CI=true");
-    }
-    eprintln!("SKIPPED: ../shared not found ({name})");
-    None
 }
 
 fn temp_socket_path(tag: &str) -> PathBuf {

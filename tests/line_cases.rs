@@ -6,30 +6,13 @@
 //! `tags_total` counts samples with at least one label, and `tag_errors_total` is the sum of
 //! decode errors plus `ParseCounters::tag_errors`.
 
+mod common;
+
 use base64::Engine;
+use common::shared_data;
 use serde_json::Value;
 use statsgate::line::{Dialects, EventKind, ParseCounters, SampleError, parse_line};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-
-/// The shared data directory beside the checkout, or the absolute fallback. `None` (with a
-/// loud note) when neither exists; under `CI=true` that is a failure instead.
-fn shared_data(name: &str) -> Option<PathBuf> {
-    let candidates = [
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/data")
-            .join(name),
-        PathBuf::from("/work/shared/data").join(name),
-    ];
-    if let Some(found) = candidates.into_iter().find(|p| p.exists()) {
-        return Some(found);
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("../shared/data/{name} not found and CI=true");
-    }
-    eprintln!("SKIPPED: ../shared not found ({name})");
-    None
-}
 
 fn load_cases() -> Option<Value> {
     let path = shared_data("statsd_exporter_cases.json")?;

@@ -2,30 +2,13 @@
 //! TestAction, TestMultipleMatches), replayed against [`Mapper`] from
 //! `shared/data/statsd_exporter_cases.json`.
 
+mod common;
+
+use common::shared_data;
 use serde_json::Value;
 use statsgate::line::EventKind;
 use statsgate::mapping::{Action, CacheKind, CacheOptions, Mapper};
 use statsgate::store::options::ObserverOptions;
-use std::path::PathBuf;
-
-/// The shared test data: `../shared/data/<name>` beside the crate, else `/work/shared/data`.
-/// Missing data skips loudly, except under CI, where it is a failure.
-fn shared_data(name: &str) -> Option<PathBuf> {
-    let candidates = [
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/data")
-            .join(name),
-        PathBuf::from("/work/shared/data").join(name),
-    ];
-    if let Some(found) = candidates.into_iter().find(|p| p.exists()) {
-        return Some(found);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("shared data {name} not found and CI=true");
-    }
-    eprintln!("SKIPPED: ../shared not found ({name})");
-    None
-}
 
 fn cases() -> Option<Value> {
     let path = shared_data("statsd_exporter_cases.json")?;

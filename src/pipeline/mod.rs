@@ -405,19 +405,25 @@ impl Worker {
 
     #[cold]
     fn cache_shape(&mut self, r: ReplayParts<'_>, sample: &Sample<'_>) {
-        let res = self.resolve(sample);
         let parts = [r.name_section, r.tail];
         let key = Key {
             tag: SHAPE_TAG,
             parts: &parts,
         };
-        let hash = self.handles.hash(key);
         let replay = Replay {
             stat_type: sample.stat_type,
             rate: sample.rate,
             repeat: sample.repeat,
         };
-        let entry = self.handles.insert(hash, key, res, Some(replay));
+        self.resolve_and_apply(key, sample, Some(replay));
+    }
+
+    /// First sight of a key: resolves it, remembers it, and applies the sample.
+    #[cold]
+    fn resolve_and_apply(&mut self, key: Key<'_>, sample: &Sample<'_>, replay: Option<Replay>) {
+        let res = self.resolve(sample);
+        let hash = self.handles.hash(key);
+        let entry = self.handles.insert(hash, key, res, replay);
         apply(
             &entry.res,
             Event::of(sample),
@@ -491,16 +497,7 @@ impl Worker {
                     &mut self.counts,
                 );
             }
-            _ => {
-                let res = self.resolve(sample);
-                let entry = self.handles.insert(hash, key, res, None);
-                apply(
-                    &entry.res,
-                    Event::of(sample),
-                    &self.shared,
-                    &mut self.counts,
-                );
-            }
+            _ => self.resolve_and_apply(key, sample, None),
         }
     }
 
