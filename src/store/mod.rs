@@ -1,7 +1,7 @@
 //! Sharded series storage: counters, gauges, histograms and summaries; TTL; conflicts.
 //!
 //! Layout: families are spread over shards by name hash, each shard a `RwLock` around a
-//! hash map; a family holds its series in a `BTreeMap` keyed by sorted labels, so scrapes
+//! hash map; a family holds its series ordered by sorted labels ([`index`]), so scrapes
 //! come out sorted without a sort. The hot path does not touch any of these locks: the
 //! pipeline keeps per-thread handles ([`SeriesRef`]) and updates a series through atomics
 //! (a summary through its own small mutex). Locks are taken only to create a series, to
@@ -13,18 +13,19 @@
 //! released in between, so a scrape never blocks series creation for long.
 
 pub mod clock;
+mod index;
 pub mod options;
 mod series;
 pub mod summary;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::hash::BuildHasher;
-use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 pub use clock::CoarseClock;
+use index::SeriesIndex;
 pub use options::{HistogramOptions, LeFormat, Objective, ObserverOptions, SummaryOptions};
 pub use series::Series;
 pub use summary::SummarySnapshot;
@@ -139,7 +140,7 @@ pub struct Family {
     help: Option<Box<str>>,
     family_type: FamilyType,
     observer: Option<ObserverOptions>,
-    series: RwLock<BTreeMap<Labels, SeriesRef>>,
+    series: RwLock<SeriesIndex>,
     /// Set when expiry removed the family from its shard; creators then retry.
     removed: AtomicBool,
 }
@@ -187,14 +188,11 @@ impl Family {
             batch.clear();
             {
                 let map = read(&self.series);
-                let lower = match &last {
-                    Some(k) => Bound::Excluded(k.clone()),
-                    None => Bound::Unbounded,
-                };
-                for (k, s) in map.range((lower, Bound::Unbounded)).take(chunk) {
+                let after = last.take();
+                map.page(after.as_ref(), chunk, |k, s| {
                     batch.push(s.clone());
                     last = Some(k.clone());
-                }
+                });
             }
             for s in &batch {
                 f(s);
@@ -320,14 +318,14 @@ impl Store {
                     existing: family.family_type.as_str(),
                 });
             }
-            if let Some(s) = read(&family.series).get(&*labels) {
+            if let Some(s) = read(&family.series).get(&labels) {
                 return Ok(s.clone());
             }
             let mut map = write(&family.series);
             if family.removed.load(Ordering::Acquire) {
                 continue;
             }
-            if let Some(s) = map.get(&*labels) {
+            if let Some(s) = map.get(&labels) {
                 return Ok(s.clone());
             }
             let series = Arc::new(self.new_series(&family, labels.clone(), spec.ttl));
@@ -437,7 +435,7 @@ impl Store {
             help: spec.help.filter(|h| *h != DEFAULT_HELP).map(Box::from),
             family_type: t,
             observer,
-            series: RwLock::new(BTreeMap::new()),
+            series: RwLock::new(SeriesIndex::default()),
             removed: AtomicBool::new(false),
         });
         write(self.shard(spec.name)).insert(family.name.clone(), family.clone());
@@ -482,11 +480,12 @@ impl Store {
         };
         let mut removed = 0;
         for family in self.families().iter() {
-            let stale: Vec<Labels> = read(&family.series)
-                .iter()
-                .filter(|(_, s)| expired(s))
-                .map(|(k, _)| k.clone())
-                .collect();
+            let mut stale: Vec<Labels> = Vec::new();
+            read(&family.series).for_each(|k, s| {
+                if expired(s) {
+                    stale.push(k.clone());
+                }
+            });
             if stale.is_empty() {
                 continue;
             }
