@@ -13,5 +13,6 @@ pub mod logging;
 pub mod mapping;
 pub mod naming;
 pub mod pipeline;
+pub mod relay;
 pub mod store;
 pub mod telemetry;

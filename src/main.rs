@@ -11,6 +11,7 @@ use statsgate::ingest::{self, TcpOptions, UdpOptions, UnixgramOptions};
 use statsgate::line::Dialects;
 use statsgate::mapping::{CacheKind, CacheOptions, Mapper};
 use statsgate::pipeline::{Pipeline, Profile, Workers};
+use statsgate::relay::RelayTarget;
 use statsgate::store::{Store, StoreOptions};
 use statsgate::telemetry::{self, Telemetry};
 use tokio::sync::Notify;
@@ -90,9 +91,6 @@ fn run(flags: Flags) -> Result<()> {
             "--web.config.file (TLS/basic auth) is not supported by statsgate yet; terminate TLS in front of it"
         );
     }
-    if flags.statsd_relay_address.is_some() {
-        bail!("--statsd.relay.address is not supported by statsgate yet");
-    }
     if !flags.debug_dump_fsm.is_empty() {
         warn!("--debug.dump-fsm is not supported; ignoring it");
     }
@@ -136,7 +134,14 @@ fn run(flags: Flags) -> Result<()> {
         ProfileName::IstioMixer => Profile::IstioMixer,
         ProfileName::Envoy => Profile::envoy(&flags.envoy_prefix, &flags.envoy_tag_rules)?,
     };
-    let pipeline = Arc::new(Pipeline::new(store.clone(), mapper, dialects, profile));
+    let mut pipeline = Pipeline::new(store.clone(), mapper, dialects, profile);
+    if let Some(addr) = &flags.statsd_relay_address {
+        let target = RelayTarget::new(addr, flags.statsd_relay_packet_length)
+            .context("--statsd.relay.address")?;
+        info!(target = %target.label, "relaying every received line");
+        pipeline = pipeline.with_relay(target);
+    }
+    let pipeline = Arc::new(pipeline);
     let workers = Arc::new(Workers(pipeline.clone()));
 
     let stop = Arc::new(AtomicBool::new(false));

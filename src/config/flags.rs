@@ -231,15 +231,15 @@ pub struct Flags {
     #[arg(long = "statsd.parse-signalfx-tags", action = ArgAction::Set, num_args = 0..=1, default_value = "true", default_missing_value = "true", value_name = "BOOL")]
     pub parse_signalfx_tags: bool,
 
-    /// Relay target address. Not supported yet: refused with an error rather than silently not relaying.
-    #[arg(long = "statsd.relay.address", value_name = "ADDR", hide = true)]
+    /// The UDP address to relay every received line to, unmodified (host:port).
+    #[arg(long = "statsd.relay.address", value_name = "ADDR")]
     pub statsd_relay_address: Option<String>,
 
-    /// Maximum relay output packet length (accepted for compatibility).
+    /// Maximum relay output packet length in bytes.
     #[arg(
         long = "statsd.relay.packet-length",
         default_value = "1400",
-        hide = true
+        value_name = "BYTES"
     )]
     pub statsd_relay_packet_length: usize,
 

@@ -37,6 +37,7 @@ pub struct Pipeline {
     generation: AtomicU64,
     dialects: Dialects,
     profile: Profile,
+    relay: Option<crate::relay::RelayTarget>,
 }
 
 impl Pipeline {
@@ -49,7 +50,14 @@ impl Pipeline {
             generation: AtomicU64::new(0),
             dialects,
             profile,
+            relay: None,
         }
+    }
+
+    /// Also relays every received line to `target` (`--statsd.relay.address`).
+    pub fn with_relay(mut self, target: crate::relay::RelayTarget) -> Self {
+        self.relay = Some(target);
+        self
     }
 
     /// The store.
@@ -105,6 +113,16 @@ impl Pipeline {
             telemetry: WorkerTelemetry::new(),
             diagnostics: Diagnostics::default(),
             replay_enabled: true,
+            relay: self
+                .relay
+                .as_ref()
+                .and_then(|t| match crate::relay::Relay::new(t) {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        tracing::error!(error = %e, "relaying disabled for this receive thread");
+                        None
+                    }
+                }),
         }
     }
 }
@@ -253,6 +271,7 @@ pub struct Worker {
     diagnostics: Diagnostics,
     /// Off only in tests that check replay against the grammar.
     replay_enabled: bool,
+    relay: Option<crate::relay::Relay>,
 }
 
 /// Logs bad input at most once per [`Diagnostics::PERIOD`] per worker, with how many
@@ -328,6 +347,9 @@ impl Worker {
         self.counts.lines += 1;
         if line.is_empty() {
             return;
+        }
+        if let Some(relay) = &mut self.relay {
+            relay.line(line);
         }
         let replay =
             split_for_replay(line).filter(|r| self.replay_enabled && replayable_tail(r.tail));
@@ -454,6 +476,9 @@ impl Worker {
     /// Publishes the batch's counts. Call once per batch.
     pub fn flush(&mut self) {
         self.follow_reload();
+        if let Some(relay) = &mut self.relay {
+            relay.tick();
+        }
         let c = std::mem::take(&mut self.counts);
         let t = &self.telemetry;
         let add = |counter: &Counter, n: u64| {

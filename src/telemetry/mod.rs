@@ -81,6 +81,18 @@ const COUNTERS: &[(&str, &str)] = &[
         "The number of configuration reloads.",
     ),
     (
+        "statsd_exporter_relay_packets_total",
+        "The number of StatsD packets relayed.",
+    ),
+    (
+        "statsd_exporter_relay_long_lines_total",
+        "The number lines that were too long to relay.",
+    ),
+    (
+        "statsd_exporter_relay_lines_relayed_total",
+        "The number of lines that were buffered to be relayed.",
+    ),
+    (
         "statsd_metric_mapper_cache_gets_total",
         "The count of total metric cache gets.",
     ),

@@ -1,0 +1,204 @@
+//! `--statsd.relay.address`: forwards every non-empty received line, unmodified, to another
+//! statsd server, as statsd_exporter's relay does (`pkg/relay/relay.go`): lines joined with
+//! `\n` into UDP packets of at most `--statsd.relay.packet-length` bytes, sent when the
+//! next line would not fit and at least once a second; a line that cannot fit a packet on
+//! its own is not relayed and is counted.
+//!
+//! Each receive thread owns a [`Relay`] with its own connected socket and buffer, so
+//! relaying adds a copy per line and a send per packet, and no lock.
+
+use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
+use std::time::{Duration, Instant};
+
+use metrics::Counter;
+
+/// How often a partly filled packet is sent anyway.
+const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Where to relay to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RelayTarget {
+    /// The resolved target.
+    pub addr: SocketAddr,
+    /// The target as given on the command line, for the `target` label.
+    pub label: String,
+    /// Largest packet to send.
+    pub packet_length: usize,
+}
+
+/// The relay could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// The address does not resolve.
+    #[error("relay address {0:?} does not resolve to a host and port")]
+    Address(String),
+    /// A packet must hold at least one byte and a newline.
+    #[error("relay packet length {0} is too small")]
+    PacketLength(usize),
+    /// The socket could not be created.
+    #[error("cannot open a UDP socket to relay to {target}: {source}")]
+    Socket {
+        /// The target.
+        target: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+impl RelayTarget {
+    /// Resolves `addr` (`host:port`) once, at startup.
+    pub fn new(addr: &str, packet_length: usize) -> Result<RelayTarget, RelayError> {
+        if packet_length < 2 {
+            return Err(RelayError::PacketLength(packet_length));
+        }
+        let resolved = addr
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| RelayError::Address(addr.to_string()))?;
+        Ok(RelayTarget {
+            addr: resolved,
+            label: addr.to_string(),
+            packet_length,
+        })
+    }
+}
+
+/// One receive thread's relay.
+pub struct Relay {
+    socket: UdpSocket,
+    buf: Vec<u8>,
+    packet_length: usize,
+    last_send: Instant,
+    packets: Counter,
+    long_lines: Counter,
+    lines_relayed: Counter,
+}
+
+impl Relay {
+    /// Opens a socket connected to the target.
+    pub fn new(target: &RelayTarget) -> Result<Relay, RelayError> {
+        let bind: SocketAddr = if target.addr.is_ipv4() {
+            SocketAddr::from(([0, 0, 0, 0], 0))
+        } else {
+            SocketAddr::from(([0u16; 8], 0))
+        };
+        let socket = UdpSocket::bind(bind)
+            .and_then(|s| s.connect(target.addr).map(|()| s))
+            .map_err(|source| RelayError::Socket {
+                target: target.label.clone(),
+                source,
+            })?;
+        let label = target.label.clone();
+        Ok(Relay {
+            socket,
+            buf: Vec::with_capacity(target.packet_length),
+            packet_length: target.packet_length,
+            last_send: Instant::now(),
+            packets: metrics::counter!("statsd_exporter_relay_packets_total", "target" => label.clone()),
+            long_lines: metrics::counter!("statsd_exporter_relay_long_lines_total", "target" => label.clone()),
+            lines_relayed: metrics::counter!("statsd_exporter_relay_lines_relayed_total", "target" => label),
+        })
+    }
+
+    /// Queues one line (without its newline). Empty lines are not relayed.
+    #[inline]
+    pub fn line(&mut self, line: &[u8]) {
+        if line.is_empty() {
+            return;
+        }
+        if line.len() + 1 > self.packet_length {
+            self.long_lines.increment(1);
+            return;
+        }
+        if self.buf.len() + line.len() + 1 > self.packet_length {
+            self.send();
+        }
+        self.buf.extend_from_slice(line);
+        self.buf.push(b'\n');
+        self.lines_relayed.increment(1);
+    }
+
+    /// Sends a partly filled packet once it has waited [`FLUSH_INTERVAL`]. Call often.
+    pub fn tick(&mut self) {
+        if !self.buf.is_empty() && self.last_send.elapsed() >= FLUSH_INTERVAL {
+            self.send();
+        }
+    }
+
+    fn send(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        // UDP relaying is best effort, as in statsd_exporter: a refused or failed send
+        // (the target is down) must not disturb ingestion.
+        if self.socket.send(&self.buf).is_ok() {
+            self.packets.increment(1);
+        }
+        self.buf.clear();
+        self.last_send = Instant::now();
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.send();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(packet_length: usize) -> (UdpSocket, Relay) {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let target =
+            RelayTarget::new(&rx.local_addr().unwrap().to_string(), packet_length).unwrap();
+        (rx, Relay::new(&target).unwrap())
+    }
+
+    fn recv(rx: &UdpSocket) -> Vec<u8> {
+        let mut b = [0u8; 2048];
+        let n = rx.recv(&mut b).unwrap();
+        b[..n].to_vec()
+    }
+
+    #[test]
+    fn batches_lines_up_to_the_packet_length() {
+        let (rx, mut r) = pair(20);
+        r.line(b"a:1|c"); // 6 bytes with \n
+        r.line(b"b:2|c"); // 12
+        r.line(b"");
+        r.line(b"c:3|c"); // 18
+        r.line(b"d:4|c"); // would be 24: sends the first packet
+        assert_eq!(recv(&rx), b"a:1|c\nb:2|c\nc:3|c\n");
+        r.line(&[b'x'; 20]); // cannot fit a packet of 20 with its newline
+        drop(r);
+        assert_eq!(
+            recv(&rx),
+            b"d:4|c\n",
+            "the rest is sent on drop, the long line never"
+        );
+    }
+
+    #[test]
+    fn a_partly_filled_packet_goes_out_after_a_second() {
+        let (rx, mut r) = pair(1400);
+        r.line(b"a:1|c");
+        r.tick();
+        rx.set_nonblocking(true).unwrap();
+        let mut b = [0u8; 64];
+        assert!(rx.recv(&mut b).is_err(), "not yet");
+        r.last_send -= FLUSH_INTERVAL;
+        r.tick();
+        rx.set_nonblocking(false).unwrap();
+        assert_eq!(recv(&rx), b"a:1|c\n");
+    }
+
+    #[test]
+    fn bad_targets_are_errors() {
+        assert!(RelayTarget::new("no-port", 1400).is_err());
+        assert!(RelayTarget::new("127.0.0.1:9125", 1).is_err());
+    }
+}
