@@ -22,6 +22,8 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --quiet -- -D warnings
+echo "==> cargo doc (broken intra-doc links fail)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
 echo "==> cargo test (unit, corpus, end-to-end; benches run once as smoke tests)"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -119,7 +119,7 @@ impl Relay {
         self.lines_relayed.increment(1);
     }
 
-    /// Sends a partly filled packet once it has waited [`FLUSH_INTERVAL`]. Call often.
+    /// Sends a partly filled packet once it has waited a second. Call often.
     pub fn tick(&mut self) {
         if !self.buf.is_empty() && self.last_send.elapsed() >= FLUSH_INTERVAL {
             self.send();

@@ -2,7 +2,7 @@
 //! series updates in place — split, parse, resolve, update — with no channel hop, no lock
 //! and no allocation for a series it has seen before.
 //!
-//! A worker remembers how raw line bytes resolved ([`handles`]): the series handle, or
+//! A worker remembers how raw line bytes resolved (`handles.rs`): the series handle, or
 //! the fact that they are dropped or conflicting. A line whose shape (everything but the
 //! value) was seen before is replayed without running the grammar; other lines are parsed
 //! and their samples found by raw series identity. Only a first sight goes through tag

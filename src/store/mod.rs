@@ -1,7 +1,7 @@
 //! Sharded series storage: counters, gauges, histograms and summaries; TTL; conflicts.
 //!
 //! Layout: families are spread over shards by name hash, each shard a `RwLock` around a
-//! hash map; a family holds its series ordered by sorted labels ([`index`]), so scrapes
+//! hash map; a family holds its series ordered by sorted labels (`index.rs`), so scrapes
 //! come out sorted without a sort. The hot path does not touch any of these locks: the
 //! pipeline keeps per-thread handles ([`SeriesRef`]) and updates a series through atomics
 //! (a summary through its own small mutex). Locks are taken only to create a series, to
