@@ -4,8 +4,11 @@
 # counted and kernel drops. Gateway on core 0, generator and curl on core 1.
 set -u
 cd "$(dirname "$0")/.."
+cargo build --release --bins >&2
 GW=target/release/statsgate; LG=target/release/statsgate-loadgen
-sysctl -qw net.core.rmem_max=26214400
+old_rmem=$(sysctl -n net.core.rmem_max)
+trap 'sysctl -qw net.core.rmem_max="$old_rmem"' EXIT
+sysctl -qw net.core.rmem_max=26214400 || echo "note: cannot raise net.core.rmem_max (not root?)" >&2
 for profile in statsd envoy; do
 taskset -c 0 $GW --statsd.udp-sockets=1 --statsd.listen-tcp= --web.listen-address=127.0.0.1:9102 --statsd.listen-udp=127.0.0.1:9125 --statsd.read-buffer=26214400 --log.level=warn --profile=$profile >/dev/null 2>&1 &
 pid=$!; sleep 1
@@ -21,4 +24,3 @@ drops=$(curl -s http://127.0.0.1:9102/metrics | awk '/^statsd_exporter_udp_packe
 echo "$profile: $(cat /tmp/scrapes.txt) lines_total=$lines drops=$drops :: $out"
 kill $pid; wait $pid; sleep 1
 done
-sysctl -qw net.core.rmem_max=4194304
