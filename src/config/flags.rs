@@ -69,38 +69,9 @@ fn parse_bytes(s: &str) -> Result<usize, String> {
         .map_err(|_| format!("{s:?} is not a byte count"))
 }
 
-fn parse_go_duration(s: &str) -> Result<std::time::Duration, String> {
-    let err = || format!("{s:?} is not a duration like 200ms, 1s or 1m30s");
-    if s == "0" {
-        return Ok(std::time::Duration::ZERO);
-    }
-    let mut total = 0f64;
-    let mut rest = s;
-    if rest.is_empty() {
-        return Err(err());
-    }
-    while !rest.is_empty() {
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(err)?;
-        let n: f64 = rest[..num_end].parse().map_err(|_| err())?;
-        rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_end] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(err()),
-        };
-        total += n * scale;
-        rest = &rest[unit_end..];
-    }
-    std::time::Duration::try_from_secs_f64(total).map_err(|_| err())
+fn parse_duration_flag(s: &str) -> Result<std::time::Duration, String> {
+    super::parse_go_duration(s)
+        .ok_or_else(|| format!("{s:?} is not a duration like 200ms, 1s or 1m30s"))
 }
 
 /// All flags.
@@ -200,7 +171,7 @@ pub struct Flags {
     pub statsd_event_flush_threshold: usize,
 
     /// Accepted for compatibility; no effect (no event queue).
-    #[arg(long = "statsd.event-flush-interval", default_value = "200ms", value_parser = parse_go_duration, value_name = "DURATION")]
+    #[arg(long = "statsd.event-flush-interval", default_value = "200ms", value_parser = parse_duration_flag, value_name = "DURATION")]
     pub statsd_event_flush_interval: std::time::Duration,
 
     /// Accepted for compatibility; no effect (no packet queue: kernel drops are counted in statsd_exporter_udp_packet_drops_total).
@@ -375,19 +346,5 @@ mod tests {
         assert!(parse(&["--statsd.event-flush-interval=soon"]).is_err());
         assert!(parse(&["--log.format=xml"]).is_err());
         assert!(parse(&["--no-such-flag"]).is_err());
-    }
-
-    #[test]
-    fn go_durations() {
-        assert_eq!(
-            parse_go_duration("200ms").unwrap(),
-            std::time::Duration::from_millis(200)
-        );
-        assert_eq!(
-            parse_go_duration("1m30s").unwrap(),
-            std::time::Duration::from_secs(90)
-        );
-        assert!(parse_go_duration("").is_err());
-        assert!(parse_go_duration("5").is_err());
     }
 }
