@@ -157,46 +157,37 @@ pub enum MappingError {
     },
 }
 
+/// The variants that carry a location, matched once for `&self` and `&mut self`.
+macro_rules! location_of {
+    ($e:expr) => {
+        match $e {
+            MappingError::Read { .. } => None,
+            MappingError::Syntax { at, .. }
+            | MappingError::UnknownKey { at, .. }
+            | MappingError::LegacyKey { at, .. }
+            | MappingError::DuplicateKey { at, .. }
+            | MappingError::InvalidEnum { at, .. }
+            | MappingError::InvalidLabelName { at, .. }
+            | MappingError::MissingName { at }
+            | MappingError::MissingMatch { at }
+            | MappingError::InvalidNameTemplate { at, .. }
+            | MappingError::InvalidGlob { at, .. }
+            | MappingError::InvalidRegex { at, .. }
+            | MappingError::InvalidDuration { at, .. }
+            | MappingError::ObserverOptionsMismatch { at, .. }
+            | MappingError::InvalidBuckets { at, .. } => Some(at),
+        }
+    };
+}
+
 impl MappingError {
     /// The location, when the error has one.
     pub fn location(&self) -> Option<&ErrorLocation> {
-        match self {
-            MappingError::Read { .. } => None,
-            MappingError::Syntax { at, .. }
-            | MappingError::UnknownKey { at, .. }
-            | MappingError::LegacyKey { at, .. }
-            | MappingError::DuplicateKey { at, .. }
-            | MappingError::InvalidEnum { at, .. }
-            | MappingError::InvalidLabelName { at, .. }
-            | MappingError::MissingName { at }
-            | MappingError::MissingMatch { at }
-            | MappingError::InvalidNameTemplate { at, .. }
-            | MappingError::InvalidGlob { at, .. }
-            | MappingError::InvalidRegex { at, .. }
-            | MappingError::InvalidDuration { at, .. }
-            | MappingError::ObserverOptionsMismatch { at, .. }
-            | MappingError::InvalidBuckets { at, .. } => Some(at),
-        }
+        location_of!(self)
     }
 
     fn location_mut(&mut self) -> Option<&mut ErrorLocation> {
-        match self {
-            MappingError::Read { .. } => None,
-            MappingError::Syntax { at, .. }
-            | MappingError::UnknownKey { at, .. }
-            | MappingError::LegacyKey { at, .. }
-            | MappingError::DuplicateKey { at, .. }
-            | MappingError::InvalidEnum { at, .. }
-            | MappingError::InvalidLabelName { at, .. }
-            | MappingError::MissingName { at }
-            | MappingError::MissingMatch { at }
-            | MappingError::InvalidNameTemplate { at, .. }
-            | MappingError::InvalidGlob { at, .. }
-            | MappingError::InvalidRegex { at, .. }
-            | MappingError::InvalidDuration { at, .. }
-            | MappingError::ObserverOptionsMismatch { at, .. }
-            | MappingError::InvalidBuckets { at, .. } => Some(at),
-        }
+        location_of!(self)
     }
 
     /// Names the file the configuration came from.
