@@ -29,6 +29,7 @@ fn store_with(series: usize) -> Store {
                     ("envoy_response_code".into(), (200 + s % 5).to_string()),
                 ],
                 ttl: Duration::ZERO,
+                style: Default::default(),
             };
             if let Err(e) = store.resolve(&spec) {
                 panic!("creating bench series: {e}");

@@ -6,6 +6,7 @@ use std::time::Duration;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use statsgate::store::{
     HistogramOptions, ObserverOptions, SeriesKind, SeriesRef, SeriesSpec, Store, StoreOptions,
+    TextStyle,
 };
 
 fn spec(name: &str, kind: SeriesKind<'_>, i: usize) -> SeriesSpec<'static> {
@@ -26,6 +27,7 @@ fn spec(name: &str, kind: SeriesKind<'_>, i: usize) -> SeriesSpec<'static> {
             ("response_code".into(), format!("{}", 200 + i % 10)),
         ],
         ttl: Duration::ZERO,
+        style: TextStyle::default(),
     }
 }
 

@@ -74,8 +74,10 @@ fn envoy_flush_gets_envoys_own_names_and_labels() {
         get("envoy_listener_downstream_cx_total{envoy_listener_address=\"0.0.0.0_15001\"}"),
         Some(4.0)
     );
-    assert_eq!(get("envoy_server_uptime"), Some(3600.0));
-    assert_eq!(get("envoy_server_memory_allocated"), Some(123456.0));
+    // Envoy writes a series without tags as `name{}` (§7.3); so does the envoy profile.
+    assert_eq!(get("envoy_server_uptime{}"), Some(3600.0));
+    assert!(s.text.contains("\nenvoy_server_uptime{} 3600\n"));
+    assert_eq!(get("envoy_server_memory_allocated{}"), Some(123456.0));
 
     // Timers: histograms in milliseconds with Envoy's default buckets.
     assert_eq!(
@@ -182,7 +184,11 @@ fn mapping_rules_apply_on_top_of_the_profile() {
     let s = gw.wait_for("two lines", |s| {
         s.count("statsd_exporter_lines_total") >= 2.0
     });
-    assert_eq!(s.get("server_uptime"), Some(10.0));
+    assert_eq!(
+        s.get("server_uptime"),
+        Some(10.0),
+        "a mapped series is written as statsd_exporter does"
+    );
     assert_eq!(
         s.get("envoy_cluster_upstream_rq{envoy_cluster_name=\"a\",envoy_response_code=\"200\"}"),
         Some(1.0)
@@ -201,4 +207,26 @@ fn unknown_tag_rules_are_a_startup_error() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("nonsense"));
+}
+
+#[test]
+fn untagged_envoy_histogram_is_written_as_envoy_does() {
+    let gw = Gateway::start(&["--profile=envoy"]);
+    gw.send_udp(b"envoy.server.initialization_time_ms:700|ms");
+    let s = gw.wait_for("line", |s| s.count("statsd_exporter_lines_total") >= 1.0);
+    promtool_check(&s.text);
+    for line in [
+        "envoy_server_initialization_time_ms_bucket{le=\"0.5\"} 0",
+        "envoy_server_initialization_time_ms_bucket{le=\"1000\"} 1",
+        "envoy_server_initialization_time_ms_bucket{le=\"3600000\"} 1",
+        "envoy_server_initialization_time_ms_bucket{le=\"+Inf\"} 1",
+        "envoy_server_initialization_time_ms_sum{} 700",
+        "envoy_server_initialization_time_ms_count{} 1",
+    ] {
+        assert!(
+            s.text.lines().any(|l| l == line),
+            "{line} missing:\n{}",
+            s.text
+        );
+    }
 }

@@ -3,7 +3,7 @@
 
 use std::io::Write as _;
 
-use crate::store::{Family, FamilyType, LeFormat, ObserverOptions, Series, Store};
+use crate::store::{Family, FamilyType, Series, Store, TextStyle};
 
 /// How many series of one family are read per lock hold.
 const SERIES_PER_LOCK: usize = 4096;
@@ -123,9 +123,13 @@ fn write_header(buf: &mut Vec<u8>, fam: &Family) {
 fn write_labels(
     buf: &mut Vec<u8>,
     labels: &[(Box<str>, Box<str>)],
-    extra: Option<(&str, f64, LeFormat)>,
+    extra: Option<(&str, f64)>,
+    style: TextStyle,
 ) {
     if labels.is_empty() && extra.is_none() {
+        if style == TextStyle::Envoy {
+            buf.extend_from_slice(b"{}");
+        }
         return;
     }
     buf.push(b'{');
@@ -147,14 +151,14 @@ fn write_labels(
         }
         buf.push(b'"');
     }
-    if let Some((k, v, format)) = extra {
+    if let Some((k, v)) = extra {
         if !first {
             buf.push(b',');
         }
         buf.extend_from_slice(k.as_bytes());
         buf.extend_from_slice(b"=\"");
-        match format {
-            LeFormat::Envoy if v.is_finite() && v.fract() == 0.0 && v.abs() < 1e21 => {
+        match style {
+            TextStyle::Envoy if v.is_finite() && v.fract() == 0.0 && v.abs() < 1e21 => {
                 let _ = write!(buf, "{v:.0}");
             }
             _ => write_float(buf, v),
@@ -166,22 +170,21 @@ fn write_labels(
 
 fn write_sample(
     buf: &mut Vec<u8>,
-    name: &str,
+    fam: &Family,
     suffix: &str,
     s: &Series,
-    extra: Option<(&str, f64, LeFormat)>,
+    extra: Option<(&str, f64)>,
 ) {
-    buf.extend_from_slice(name.as_bytes());
+    buf.extend_from_slice(fam.name().as_bytes());
     buf.extend_from_slice(suffix.as_bytes());
-    write_labels(buf, s.labels(), extra);
+    write_labels(buf, s.labels(), extra, fam.style());
     buf.push(b' ');
 }
 
 fn write_series(buf: &mut Vec<u8>, fam: &Family, s: &Series, at: std::time::Instant) {
-    let name = fam.name();
     match fam.family_type() {
         FamilyType::Counter | FamilyType::Gauge => {
-            write_sample(buf, name, "", s, None);
+            write_sample(buf, fam, "", s, None);
             write_float(buf, s.scalar());
             buf.push(b'\n');
         }
@@ -193,33 +196,29 @@ fn write_series(buf: &mut Vec<u8>, fam: &Family, s: &Series, at: std::time::Inst
             let mut quantiles = snap.quantiles.clone();
             quantiles.sort_by(|a, b| a.0.total_cmp(&b.0));
             for (q, v) in &quantiles {
-                write_sample(buf, name, "", s, Some(("quantile", *q, LeFormat::Go)));
+                write_sample(buf, fam, "", s, Some(("quantile", *q)));
                 write_float(buf, *v);
                 buf.push(b'\n');
             }
-            write_sample(buf, name, "_sum", s, None);
+            write_sample(buf, fam, "_sum", s, None);
             write_float(buf, snap.sum);
             buf.push(b'\n');
-            write_sample(buf, name, "_count", s, None);
+            write_sample(buf, fam, "_count", s, None);
             let _ = writeln!(buf, "{}", snap.count);
         }
         FamilyType::Histogram => {
             let Some((bounds, cumulative, sum)) = s.histogram_snapshot() else {
                 return;
             };
-            let le_format = match fam.observer() {
-                Some(ObserverOptions::Histogram(h)) => h.le_format,
-                _ => LeFormat::Go,
-            };
             for (i, c) in cumulative.iter().enumerate() {
                 let le = bounds.get(i).copied().unwrap_or(f64::INFINITY);
-                write_sample(buf, name, "_bucket", s, Some(("le", le, le_format)));
+                write_sample(buf, fam, "_bucket", s, Some(("le", le)));
                 let _ = writeln!(buf, "{c}");
             }
-            write_sample(buf, name, "_sum", s, None);
+            write_sample(buf, fam, "_sum", s, None);
             write_float(buf, sum);
             buf.push(b'\n');
-            write_sample(buf, name, "_count", s, None);
+            write_sample(buf, fam, "_count", s, None);
             let _ = writeln!(buf, "{}", cumulative.last().copied().unwrap_or(0));
         }
     }

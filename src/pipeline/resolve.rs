@@ -14,7 +14,7 @@ use crate::naming::{
     escape_metric_name, escape_metric_name_legacy, is_reserved_label, is_valid_label_name,
 };
 use crate::store::{
-    HistogramOptions, LeFormat, ObserverOptions, SeriesKind, SeriesSpec, Store, SummaryOptions,
+    HistogramOptions, ObserverOptions, SeriesKind, SeriesSpec, Store, SummaryOptions, TextStyle,
 };
 
 use super::handles::Outcome;
@@ -87,10 +87,9 @@ impl Profile {
         Ok(Profile::Envoy(EnvoyProfile {
             extractor: TagExtractor::new(set),
             prefix: prefix.to_string(),
-            histogram: ObserverOptions::Histogram(HistogramOptions {
-                buckets: ENVOY_DEFAULT_BUCKETS_MS.to_vec(),
-                le_format: LeFormat::Envoy,
-            }),
+            histogram: ObserverOptions::Histogram(HistogramOptions::with_buckets(
+                ENVOY_DEFAULT_BUCKETS_MS.to_vec(),
+            )),
         }))
     }
 
@@ -166,6 +165,7 @@ pub(super) fn resolve(
     };
 
     let defaults = mapper.defaults();
+    let mut style = TextStyle::ClientGolang;
     let (name, observer, ttl, scale, help) = match mapper.map(&sample.metric, kind) {
         Some(m) if m.action == Action::Drop => {
             resolved.mapped = Some(Action::Drop);
@@ -187,6 +187,7 @@ pub(super) fn resolve(
         }
         None => match profile {
             Profile::Envoy(e) => {
+                style = TextStyle::Envoy;
                 let (name, tags) = e.name_and_tags(&sample.metric, sample.tags.dogstatsd.is_some());
                 for (k, v) in &tags {
                     upsert(&mut labels, k, v, false);
@@ -236,6 +237,7 @@ pub(super) fn resolve(
         kind: series_kind,
         labels,
         ttl,
+        style,
     };
     resolved.outcome = match store.resolve(&spec) {
         Ok(series) => Outcome::Series { series, scale },

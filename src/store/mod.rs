@@ -26,7 +26,7 @@ use std::time::Duration;
 
 pub use clock::CoarseClock;
 use index::SeriesIndex;
-pub use options::{HistogramOptions, LeFormat, Objective, ObserverOptions, SummaryOptions};
+pub use options::{HistogramOptions, Objective, ObserverOptions, SummaryOptions, TextStyle};
 pub use series::Series;
 pub use summary::SummarySnapshot;
 
@@ -106,6 +106,8 @@ pub struct SeriesSpec<'a> {
     pub labels: Vec<(String, String)>,
     /// Expire after this long without an update; zero never expires.
     pub ttl: Duration,
+    /// How the family is written (fixed by the family's first series).
+    pub style: TextStyle,
 }
 
 /// Why a series could not be created. Each is counted by the caller and never disturbs
@@ -140,6 +142,7 @@ pub struct Family {
     help: Option<Box<str>>,
     family_type: FamilyType,
     observer: Option<ObserverOptions>,
+    style: TextStyle,
     series: RwLock<SeriesIndex>,
     /// Set when expiry removed the family from its shard; creators then retry.
     removed: AtomicBool,
@@ -159,6 +162,11 @@ impl Family {
     /// The type.
     pub fn family_type(&self) -> FamilyType {
         self.family_type
+    }
+
+    /// How the family is written.
+    pub fn style(&self) -> TextStyle {
+        self.style
     }
 
     /// Histogram bounds or summary objectives, for observer families.
@@ -435,6 +443,7 @@ impl Store {
             help: spec.help.filter(|h| *h != DEFAULT_HELP).map(Box::from),
             family_type: t,
             observer,
+            style: spec.style,
             series: RwLock::new(SeriesIndex::default()),
             removed: AtomicBool::new(false),
         });

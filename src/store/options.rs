@@ -58,17 +58,12 @@ pub const DEFAULT_BUCKETS: [f64; 11] = [
 pub struct HistogramOptions {
     /// Upper bounds, strictly increasing, without `+Inf` (which is always present).
     pub buckets: Vec<f64>,
-    /// How the `le` label values are written.
-    pub le_format: LeFormat,
 }
 
 impl HistogramOptions {
     /// Buckets written the way client_golang writes them.
     pub fn with_buckets(buckets: Vec<f64>) -> Self {
-        HistogramOptions {
-            buckets,
-            le_format: LeFormat::Go,
-        }
+        HistogramOptions { buckets }
     }
 }
 
@@ -78,15 +73,17 @@ impl Default for HistogramOptions {
     }
 }
 
-/// How a histogram's `le` label values are written. Prometheus 2.x stores `le` as a string,
-/// so `le="1e+06"` and `le="1000000"` are different series to a query: each profile writes
-/// them as the exporter it replaces did.
+/// How a family's samples are written: as client_golang (statsd_exporter) writes them, or
+/// as Envoy's own `/stats/prometheus` does, for the Envoy profile. Prometheus 2.x stores
+/// `le` as a string, so `le="1e+06"` and `le="1000000"` are different series to a query:
+/// each profile writes them as the exporter it replaces did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum LeFormat {
-    /// Go's `%g` shortest form, as client_golang (statsd_exporter): `1e+06`.
+pub enum TextStyle {
+    /// `le` in Go's `%g` shortest form (`1e+06`); no braces on an unlabelled series.
     #[default]
-    Go,
-    /// Envoy's `%.32g`: whole numbers in full (`3600000`).
+    ClientGolang,
+    /// `le` in Envoy's `%.32g` (whole numbers in full: `3600000`); `name{}` for a series
+    /// without labels.
     Envoy,
 }
 

@@ -12,6 +12,7 @@ fn spec<'a>(name: &'a str, kind: SeriesKind<'a>, labels: &[(&str, &str)]) -> Ser
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         ttl: Duration::ZERO,
+        style: TextStyle::default(),
     }
 }
 
