@@ -191,7 +191,8 @@ impl Family {
     pub fn for_each_series(&self, chunk: usize, mut f: impl FnMut(&Series)) {
         let chunk = chunk.max(1);
         let mut last: Option<Labels> = None;
-        let mut batch: Vec<SeriesRef> = Vec::with_capacity(chunk.min(4096));
+        // Grown on demand: most families hold one series, and a scrape visits them all.
+        let mut batch: Vec<SeriesRef> = Vec::new();
         loop {
             batch.clear();
             {
