@@ -636,13 +636,7 @@ mod tests {
 
     #[test]
     fn dialect_flags_off() {
-        let none = Dialects {
-            dogstatsd: false,
-            influxdb: false,
-            librato: false,
-            signalfx: false,
-            dogstatsd_tags_last: false,
-        };
+        let none = Dialects::NONE;
         for line in ["foo#a=b:1|c", "foo,a=b:1|c", "foo[a=b]:1|c"] {
             let (got, c) = parse_with(line.as_bytes(), none);
             assert_eq!(got[0].metric, line.split(':').next().unwrap_or(""));

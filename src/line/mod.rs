@@ -29,6 +29,17 @@ pub struct Dialects {
     pub dogstatsd_tags_last: bool,
 }
 
+impl Dialects {
+    /// Every dialect off: names are taken whole and `|#` sections ignored.
+    pub const NONE: Dialects = Dialects {
+        dogstatsd: false,
+        influxdb: false,
+        librato: false,
+        signalfx: false,
+        dogstatsd_tags_last: false,
+    };
+}
+
 impl Default for Dialects {
     fn default() -> Self {
         Dialects {

@@ -253,13 +253,7 @@ mod tests {
 
     #[test]
     fn dialects_off_leave_the_name_alone() {
-        let none = Dialects {
-            dogstatsd: false,
-            influxdb: false,
-            librato: false,
-            signalfx: false,
-            dogstatsd_tags_last: false,
-        };
+        let none = Dialects::NONE;
         for name in ["foo#a=b", "foo,a=b", "foo[a=b]x", "[x"] {
             let s = split_name(name, &none);
             assert_eq!(s.metric(), name);
