@@ -75,8 +75,39 @@ fn close(a: f64, b: f64) -> bool {
 
 fn check(gw: &Gateway, case: &Value, lines: f64, transport: &str) {
     let id = case["id"].as_str().unwrap();
+    // Self-metrics are separate counters published one after another, so wait until every
+    // one this case moves has arrived, then compare them exactly.
+    let samples = case["reference_counters"]["samples_total"]
+        .as_f64()
+        .unwrap();
+    let events = case["expected_events"].as_array().unwrap().len() as f64;
+    let rc = &case["reference_counters"];
+    let tags = rc["tags_total"].as_f64().unwrap();
+    let tag_errors = rc["tag_errors_total"].as_f64().unwrap();
+    let errors: f64 = rc["sample_errors_by_reason"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter_map(Value::as_f64)
+        .sum();
     let s: Samples = gw.wait_for(&format!("{id} over {transport}"), |s| {
+        let sum = |name: &str, label: &str, values: &[&str]| -> f64 {
+            values
+                .iter()
+                .map(|v| s.count(&format!("{name}{{{label}=\"{v}\"}}")))
+                .sum()
+        };
+        let reasons = statsgate::line::SampleError::ALL.map(|e| e.reason());
         s.count("statsd_exporter_lines_total") >= lines
+            && s.count("statsd_exporter_samples_total") >= samples
+            && s.count("statsd_exporter_tags_total") >= tags
+            && s.count("statsd_exporter_tag_errors_total") >= tag_errors
+            && sum("statsd_exporter_sample_errors_total", "reason", &reasons) >= errors
+            && sum(
+                "statsd_exporter_events_total",
+                "type",
+                &["counter", "gauge", "observer"],
+            ) >= events
     });
     let events = case["expected_events"].as_array().unwrap();
     let m = model(events);
@@ -100,7 +131,6 @@ fn check(gw: &Gateway, case: &Value, lines: f64, transport: &str) {
             s.text
         );
     }
-    let rc = &case["reference_counters"];
     assert_eq!(
         s.count("statsd_exporter_samples_total"),
         rc["samples_total"].as_f64().unwrap(),

@@ -188,12 +188,20 @@ impl Gateway {
     }
 
     /// Polls the scrape until `cond` holds on the parsed samples, or panics after [`WAIT`].
+    /// Returns a scrape taken after `cond` was first seen to hold.
     pub fn wait_for(&self, what: &str, cond: impl Fn(&Samples) -> bool) -> Samples {
         let deadline = Instant::now() + WAIT;
         loop {
             let s = Samples::parse(&self.scrape());
             if cond(&s) {
-                return s;
+                // A receive batch publishes its self-metrics one counter after another, and
+                // the scrape that saw the awaited one may have read the others just before.
+                // The publication takes microseconds and a scrape milliseconds, so one more
+                // scrape sees the whole batch.
+                let again = Samples::parse(&self.scrape());
+                if cond(&again) {
+                    return again;
+                }
             }
             if Instant::now() > deadline {
                 panic!("timed out waiting for {what}; last scrape:\n{}", s.text);
