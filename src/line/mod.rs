@@ -273,7 +273,7 @@ pub struct Tags<'a> {
 impl<'a> Tags<'a> {
     /// Decodes every tag in a fixed order (name-embedded tags, then DogStatsD tags, then
     /// `container_id`), calling `f(key, value)` for each valid one. Keys are escaped with
-    /// [`crate::naming::escape_metric_name`]; values are passed as sent. A later duplicate key
+    /// [`crate::mapping::naming::escape_metric_name`]; values are passed as sent. A later duplicate key
     /// must overwrite an earlier one: that is the caller's job.
     pub fn decode(&self, f: impl FnMut(Cow<'a, str>, &'a str)) -> TagCounts {
         tags::decode(self, f)

@@ -25,6 +25,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 pub use clock::CoarseClock;
+
+use crate::telemetry::catalog;
 use index::SeriesIndex;
 pub use options::{HistogramOptions, Objective, ObserverOptions, SummaryOptions, TextStyle};
 pub use series::Series;
@@ -531,23 +533,54 @@ impl Store {
     }
 }
 
-/// Keeps the coarse clock moving and expires series: ticks every 100 ms, expires once a
-/// second (statsd_exporter's TTL ticker period), until `stop` is set.
-pub fn run_maintenance(store: &Store, stop: &std::sync::atomic::AtomicBool) {
-    let expired = metrics::counter!("statsgate_series_expired_total");
-    let series = metrics::gauge!("statsgate_series");
+/// The store's maintenance thread (`statsgate-maint`): keeps the coarse clock moving
+/// (every 100 ms) and, once a second (statsd_exporter's TTL ticker period), expires series
+/// and publishes `statsgate_series`, `statsgate_series_expired_total` and
+/// `statsd_exporter_metrics_total`. Dropping it stops and joins the thread.
+#[must_use = "dropping Maintenance stops it"]
+pub struct Maintenance {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Maintenance {
+    /// Starts the thread for `store`.
+    pub fn start(store: Arc<Store>) -> std::io::Result<Maintenance> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("statsgate-maint".into())
+                .spawn(move || run_maintenance(&store, &stop))?
+        };
+        Ok(Maintenance {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Maintenance {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the store maintenance thread panicked");
+        }
+    }
+}
+
+fn run_maintenance(store: &Store, stop: &AtomicBool) {
+    let expired = catalog::SERIES_EXPIRED.counter([]);
+    let series = catalog::SERIES.gauge([]);
     let by_type = [
         FamilyType::Counter,
         FamilyType::Gauge,
         FamilyType::Summary,
         FamilyType::Histogram,
     ]
-    .map(|t| {
-        (
-            t,
-            metrics::gauge!("statsd_exporter_metrics_total", "type" => t.as_str()),
-        )
-    });
+    .map(|t| (t, catalog::METRICS.gauge([t.as_str().into()])));
     let mut ticks = 0u64;
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
