@@ -18,6 +18,7 @@ use crate::cli::{LogFormat, LogLevel};
 /// Lets one message through per interval, so a flood of bad input or a persistent socket
 /// error cannot flood the log, and counts the ones it holds back. A `static` shared by every
 /// thread of a listener, or a field of one worker.
+#[derive(Debug)]
 pub(crate) struct LogLimiter {
     interval_ms: u64,
     /// When a message was last let through, in ms since [`EPOCH`] plus one; 0 is never.

@@ -54,6 +54,7 @@ impl<F: SinkFactory> SinkFactory for Relayed<F> {
 }
 
 /// A sink that relays each line, then passes it on unchanged.
+#[derive(Debug)]
 pub struct RelayedSink<S> {
     inner: S,
     relay: Option<Relay>,
@@ -134,6 +135,7 @@ impl RelayTarget {
 }
 
 /// One receive thread's relay: its socket and the packet being filled.
+#[derive(Debug)]
 struct Relay {
     socket: UdpSocket,
     buf: Vec<u8>,

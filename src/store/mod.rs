@@ -538,6 +538,7 @@ impl Store {
 /// and publishes `statsgate_series`, `statsgate_series_expired_total` and
 /// `statsd_exporter_metrics_total`. Dropping it stops and joins the thread.
 #[must_use = "dropping Maintenance stops it"]
+#[derive(Debug)]
 pub struct Maintenance {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,

@@ -25,7 +25,7 @@ pub fn reserved_names() -> Vec<String> {
 }
 
 /// The installed recorder, for rendering the self-metrics on a scrape.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Telemetry {
     handle: PrometheusHandle,
 }

@@ -37,6 +37,7 @@ pub(super) struct BatchCounts {
 }
 
 /// Counter handles, looked up once per worker.
+#[derive(Debug)]
 pub(super) struct CountHandles {
     lines: Counter,
     samples: Counter,

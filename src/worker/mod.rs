@@ -33,10 +33,12 @@ use handles::{HandleTable, Key, Outcome, Replay, Resolution, SHAPE_TAG};
 /// State shared by every worker: the store, the mapper in force, the tag dialects and the
 /// naming profile. The listeners' [`SinkFactory`]: it makes a [`Worker`] per receive thread
 /// or connection.
+#[derive(Debug)]
 pub struct Workers {
     shared: Arc<Shared>,
 }
 
+#[derive(Debug)]
 struct Shared {
     store: Arc<Store>,
     mapper: Arc<LiveMapper>,
@@ -179,6 +181,7 @@ fn replayable_tail(tail: &[u8]) -> bool {
 }
 
 /// Turns received bytes into series updates. One per thread or connection; not shared.
+#[derive(Debug)]
 pub struct Worker {
     shared: Arc<Shared>,
     handles: HandleTable,

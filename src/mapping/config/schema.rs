@@ -210,12 +210,17 @@ pub(crate) struct RawSummaryOptions {
 pub(crate) struct RawHistogramOptions {
     #[serde(default)]
     pub(crate) buckets: Option<Vec<f64>>,
-    // Parsed for compatibility; the store keeps classic buckets only.
     #[serde(default)]
-    #[allow(dead_code)]
+    #[allow(
+        dead_code,
+        reason = "accepted for compatibility; the store keeps classic buckets only"
+    )]
     native_histogram_bucket_factor: Option<f64>,
     #[serde(default)]
-    #[allow(dead_code)]
+    #[allow(
+        dead_code,
+        reason = "accepted for compatibility; the store keeps classic buckets only"
+    )]
     native_histogram_max_buckets: Option<u32>,
 }
 
