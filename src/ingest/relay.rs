@@ -267,6 +267,61 @@ mod tests {
         assert_eq!(recv(&rx), b"a:1|c\n");
     }
 
+    /// Records what reaches the decorated sink.
+    #[derive(Default)]
+    struct Recorder {
+        calls: Vec<String>,
+    }
+
+    impl Sink for Recorder {
+        fn datagram(&mut self, payload: &[u8]) {
+            self.calls
+                .push(format!("datagram {}", String::from_utf8_lossy(payload)));
+        }
+        fn line(&mut self, line: &[u8]) {
+            self.calls
+                .push(format!("line {}", String::from_utf8_lossy(line)));
+        }
+        fn flush(&mut self) {
+            self.calls.push("flush".into());
+        }
+    }
+
+    struct Recorders;
+
+    impl SinkFactory for Recorders {
+        type Sink = Recorder;
+        fn make_sink(&self) -> Recorder {
+            Recorder::default()
+        }
+    }
+
+    #[test]
+    fn relayed_sinks_tee_every_line_and_pass_everything_on() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let target = RelayTarget::new(&rx.local_addr().unwrap().to_string(), 1400).unwrap();
+        let mut sink = Relayed::new(Recorders, Some(target)).make_sink();
+        sink.datagram(b"a:1|c\n\nb:2|g");
+        sink.line(b"c:3|ms");
+        sink.flush();
+        assert_eq!(
+            sink.inner.calls,
+            ["datagram a:1|c\n\nb:2|g", "line c:3|ms", "flush"]
+        );
+        drop(sink);
+        assert_eq!(
+            recv(&rx),
+            b"a:1|c\nb:2|g\nc:3|ms\n",
+            "empty lines are not relayed"
+        );
+
+        let mut plain = Relayed::new(Recorders, None).make_sink();
+        assert!(plain.relay.is_none());
+        plain.line(b"d:4|c");
+        assert_eq!(plain.inner.calls, ["line d:4|c"]);
+    }
+
     #[test]
     fn bad_targets_are_errors() {
         assert!(RelayTarget::new("no-port", 1400).is_err());

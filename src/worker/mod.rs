@@ -26,6 +26,7 @@ use crate::line::{
 use crate::logging::LogLimiter;
 use crate::mapping::{Action, LiveMapper, Mapper, Profile};
 use crate::store::Store;
+use crate::telemetry::catalog;
 
 use counts::{BatchCounts, CountHandles, kind_index};
 use handles::{HandleTable, Key, Outcome, Replay, Resolution, SHAPE_TAG};
@@ -354,7 +355,8 @@ impl Worker {
             reason,
             line = %shown,
             suppressed,
-            "bad statsd line dropped (counted in statsd_exporter_sample_errors_total)"
+            "bad statsd line dropped (counted in {})",
+            catalog::SAMPLE_ERRORS.name
         );
     }
 
