@@ -5,11 +5,62 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::sys::BatchReceiver;
-use super::{MAX_DATAGRAM, Sink};
+use super::{IngestError, MAX_DATAGRAM, Sink};
 use crate::logging::LogLimiter;
+use crate::telemetry::catalog::Family;
+
+/// How a listener's receive threads run: the listener they belong to, how many datagrams
+/// one `recvmmsg` takes, and what they count.
+pub(crate) struct ReceiveThreads {
+    pub(crate) listener: &'static str,
+    pub(crate) batch: usize,
+    pub(crate) packets: &'static Family<0>,
+    /// The kernel's drop counter, for sockets with `SO_RXQ_OVFL` on.
+    pub(crate) drops: Option<&'static Family<0>>,
+}
+
+impl ReceiveThreads {
+    /// Starts the thread `name`, receiving from `socket` (bound to `address`, with a receive
+    /// timeout) into `sink` until `stop` is set.
+    pub(crate) fn spawn<S: Sink>(
+        &self,
+        name: String,
+        address: &str,
+        socket: impl AsRawFd + Send + 'static,
+        mut sink: S,
+        stop: Arc<AtomicBool>,
+    ) -> Result<JoinHandle<()>, IngestError> {
+        let (listener, batch, packets, drops) =
+            (self.listener, self.batch, self.packets, self.drops);
+        std::thread::Builder::new()
+            .name(name.clone())
+            .spawn(move || {
+                let mut receiver = BatchReceiver::new(batch, drops.is_some());
+                // Handles are made once per thread; incrementing them is a relaxed atomic add.
+                let counters = LoopCounters {
+                    packets: packets.counter([]),
+                    drops: drops.map(|d| d.counter([])),
+                };
+                run_receive_loop(
+                    &socket,
+                    &mut sink,
+                    &mut receiver,
+                    &counters,
+                    &stop,
+                    listener,
+                );
+            })
+            .map_err(|source| IngestError::Spawn {
+                name,
+                address: address.to_owned(),
+                source,
+            })
+    }
+}
 
 /// What a receive loop reports, besides handing datagrams to its sink.
 pub(crate) struct LoopCounters {

@@ -10,12 +10,12 @@ use std::sync::atomic::AtomicBool;
 
 use socket2::{Protocol, SockRef, Socket, Type};
 
-use super::batch::{LoopCounters, run_receive_loop};
+use super::batch::ReceiveThreads;
 use super::socket::{
     bind_error, bind_with_ipv4_fallback, ip_socket, option_error, set_read_buffer,
     set_receive_timeout,
 };
-use super::sys::{BatchReceiver, enable_drop_counter};
+use super::sys::enable_drop_counter;
 use super::{IngestError, Listener, SinkFactory};
 use crate::telemetry::catalog;
 
@@ -101,41 +101,20 @@ pub fn start_udp<F: SinkFactory>(
         socket_path: None,
         read_buffers,
     };
+    let threads = ReceiveThreads {
+        listener: LISTENER,
+        batch: opts.batch,
+        packets: &catalog::UDP_PACKETS,
+        drops: Some(&catalog::UDP_PACKET_DROPS),
+    };
+    let address = local_addr.to_string();
     for (index, socket) in sockets.into_iter().enumerate() {
-        let name = format!("statsgate-udp-{index}");
-        let stop = Arc::clone(&stop);
-        let batch = opts.batch;
         // Made here rather than in the thread so every sink exists when start_udp returns.
-        let mut sink = factory.make_sink();
-        let spawned = std::thread::Builder::new()
-            .name(name.clone())
-            .spawn(move || {
-                let mut receiver = BatchReceiver::new(batch, true);
-                // Handles are made once per thread; incrementing them is a relaxed atomic add.
-                let counters = LoopCounters {
-                    packets: catalog::UDP_PACKETS.counter([]),
-                    drops: Some(catalog::UDP_PACKET_DROPS.counter([])),
-                };
-                run_receive_loop(
-                    &socket,
-                    &mut sink,
-                    &mut receiver,
-                    &counters,
-                    &stop,
-                    LISTENER,
-                );
-            });
-        match spawned {
-            Ok(handle) => listener.threads.push(handle),
-            // Dropping `listener` stops and joins the threads already started.
-            Err(source) => {
-                return Err(IngestError::Spawn {
-                    name,
-                    address: local_addr.to_string(),
-                    source,
-                });
-            }
-        }
+        let sink = factory.make_sink();
+        let name = format!("statsgate-udp-{index}");
+        // On error, dropping `listener` stops and joins the threads already started.
+        let thread = threads.spawn(name, &address, socket, sink, Arc::clone(&stop))?;
+        listener.threads.push(thread);
     }
     Ok(listener)
 }

@@ -8,9 +8,8 @@ use std::sync::atomic::AtomicBool;
 
 use socket2::SockRef;
 
-use super::batch::{LoopCounters, run_receive_loop};
+use super::batch::ReceiveThreads;
 use super::socket::{bind_error, set_read_buffer, set_receive_timeout};
-use super::sys::BatchReceiver;
 use super::{IngestError, Listener, SinkFactory};
 use crate::telemetry::catalog;
 
@@ -59,31 +58,15 @@ pub fn start_unixgram<F: SinkFactory>(
     set_receive_timeout(SockRef::from(&socket), LISTENER, &shown)?;
 
     let stop = Arc::new(AtomicBool::new(false));
-    let thread_stop = Arc::clone(&stop);
+    let threads = ReceiveThreads {
+        listener: LISTENER,
+        batch: UNIXGRAM_BATCH,
+        packets: &catalog::UNIXGRAM_PACKETS,
+        drops: None,
+    };
     let name = "statsgate-unixgram".to_owned();
-    let mut sink = factory.make_sink();
-    let handle = std::thread::Builder::new()
-        .name(name.clone())
-        .spawn(move || {
-            let mut receiver = BatchReceiver::new(UNIXGRAM_BATCH, false);
-            let counters = LoopCounters {
-                packets: catalog::UNIXGRAM_PACKETS.counter([]),
-                drops: None,
-            };
-            run_receive_loop(
-                &socket,
-                &mut sink,
-                &mut receiver,
-                &counters,
-                &thread_stop,
-                LISTENER,
-            );
-        })
-        .map_err(|source| IngestError::Spawn {
-            name,
-            address: shown.clone(),
-            source,
-        })?;
+    let sink = factory.make_sink();
+    let handle = threads.spawn(name, &shown, socket, sink, Arc::clone(&stop))?;
     guard.disarm();
     tracing::info!(path = %shown, mode = format_args!("{:o}", opts.mode), "accepting statsd over unixgram");
     Ok(Listener {

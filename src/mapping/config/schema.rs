@@ -191,32 +191,27 @@ pub(crate) struct RawObjective {
 }
 
 /// `summary_options`, in `defaults` or a mapping; 0 and an empty list mean "unset".
+///
+/// In this and the blocks below every key is optional (`#[serde(default)]` on the struct).
 #[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub(crate) struct RawSummaryOptions {
-    #[serde(default)]
     pub(crate) quantiles: Option<Vec<RawObjective>>,
-    #[serde(default)]
     pub(crate) max_age: GoDuration,
-    #[serde(default)]
     pub(crate) age_buckets: u32,
-    #[serde(default)]
     pub(crate) buf_cap: u32,
 }
 
 /// `histogram_options`, in `defaults` or a mapping.
 #[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub(crate) struct RawHistogramOptions {
-    #[serde(default)]
     pub(crate) buckets: Option<Vec<f64>>,
-    #[serde(default)]
     #[allow(
         dead_code,
         reason = "accepted for compatibility; the store keeps classic buckets only"
     )]
     native_histogram_bucket_factor: Option<f64>,
-    #[serde(default)]
     #[allow(
         dead_code,
         reason = "accepted for compatibility; the store keeps classic buckets only"
@@ -226,60 +221,40 @@ pub(crate) struct RawHistogramOptions {
 
 /// The `defaults` block: what mappings leave unset, and what unmapped events use.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub(crate) struct RawDefaults {
-    #[serde(default)]
     pub(crate) observer_type: ObserverTypeField,
-    #[serde(default)]
     pub(crate) match_type: MatchTypeField,
-    #[serde(default)]
     pub(crate) glob_disable_ordering: bool,
-    #[serde(default)]
     pub(crate) ttl: GoDuration,
-    #[serde(default)]
     pub(crate) summary_options: Option<RawSummaryOptions>,
-    #[serde(default)]
     pub(crate) histogram_options: Option<RawHistogramOptions>,
 }
 
 /// One entry of `mappings`, before the checks across its fields.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub(crate) struct RawMapping {
-    #[serde(rename = "match", default)]
+    #[serde(rename = "match")]
     pub(crate) pattern: Option<ScalarString>,
-    #[serde(default)]
     pub(crate) name: Option<ScalarString>,
-    #[serde(default)]
     pub(crate) labels: LabelTemplates,
-    #[serde(default)]
     pub(crate) honor_labels: bool,
-    #[serde(default)]
     pub(crate) observer_type: ObserverTypeField,
-    #[serde(default)]
     pub(crate) match_type: MatchTypeField,
-    #[serde(default)]
     pub(crate) help: Option<ScalarString>,
-    #[serde(default)]
     pub(crate) action: ActionField,
-    #[serde(default)]
     pub(crate) match_metric_type: MetricTypeField,
-    #[serde(default)]
     pub(crate) ttl: GoDuration,
-    #[serde(default)]
     pub(crate) summary_options: Option<RawSummaryOptions>,
-    #[serde(default)]
     pub(crate) histogram_options: Option<RawHistogramOptions>,
-    #[serde(default)]
     pub(crate) scale: Option<f64>,
 }
 
 /// The whole document; both blocks are optional, as is the document itself.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub(crate) struct RawConfig {
-    #[serde(default)]
     pub(crate) defaults: Option<RawDefaults>,
-    #[serde(default)]
     pub(crate) mappings: Option<Vec<RawMapping>>,
 }
