@@ -5,7 +5,7 @@ use std::hint::black_box;
 use std::path::PathBuf;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use statsgate::mapping::envoy::{TagExtractor, TagRuleSet};
+use statsgate::mapping::profile::envoy::{TagExtractor, TagRuleSet};
 
 /// The data file's names, or a small built-in sample when `../shared` is absent.
 fn stat_names() -> Vec<String> {

@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use statsgate::line::Dialects;
-use statsgate::mapping::{CacheOptions, Mapper};
-use statsgate::pipeline::{Pipeline, Profile, Worker};
+use statsgate::mapping::{CacheOptions, LiveMapper, Mapper, Profile};
 use statsgate::store::{Store, StoreOptions};
+use statsgate::worker::{Worker, Workers};
 
 const DATAGRAM_BYTES: usize = 1400;
 
@@ -45,13 +45,13 @@ fn lines_in(datagrams: &[Vec<u8>]) -> u64 {
 
 fn worker(profile: Profile) -> Worker {
     let store = Arc::new(Store::new(StoreOptions::default()));
-    let pipeline = Pipeline::new(
+    let workers = Workers::new(
         store,
-        Mapper::empty(CacheOptions::default()),
+        Arc::new(LiveMapper::new(Mapper::empty(CacheOptions::default()))),
         Dialects::default(),
         profile,
     );
-    Arc::new(pipeline).worker()
+    workers.worker()
 }
 
 fn envoy_name(i: usize) -> String {

@@ -10,9 +10,9 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use statsgate::expose::text::render_to_string;
 use statsgate::ingest::{UdpOptions, start_udp};
 use statsgate::line::Dialects;
-use statsgate::mapping::{CacheOptions, Mapper};
-use statsgate::pipeline::{Pipeline, Profile, Workers};
+use statsgate::mapping::{CacheOptions, LiveMapper, Mapper, Profile};
 use statsgate::store::{Store, StoreOptions};
+use statsgate::worker::Workers;
 
 const NAME: &str = "bench_hot_total";
 const DATAGRAMS_PER_ITER: usize = 2_000;
@@ -27,19 +27,19 @@ fn counted(store: &Store) -> f64 {
 
 fn udp(c: &mut Criterion) {
     let store = Arc::new(Store::new(StoreOptions::default()));
-    let pipeline = Arc::new(Pipeline::new(
+    let workers = Workers::new(
         store.clone(),
-        Mapper::empty(CacheOptions::default()),
+        Arc::new(LiveMapper::new(Mapper::empty(CacheOptions::default()))),
         Dialects::default(),
         Profile::Statsd,
-    ));
+    );
     let opts = UdpOptions {
         addr: "127.0.0.1:0".parse().unwrap(),
         sockets: 1,
         read_buffer: 8 << 20,
         batch: 32,
     };
-    let listener = start_udp(&opts, Arc::new(Workers(pipeline))).unwrap();
+    let listener = start_udp(&opts, Arc::new(workers)).unwrap();
     let target = listener.local_addr().unwrap();
 
     let line = format!("{NAME}:1|c");

@@ -1,18 +1,16 @@
 //! statsgate: a statsd-to-Prometheus gateway, a drop-in replacement for statsd_exporter.
 //!
-//! The modules follow a datagram's path: [`ingest`] (sockets) → [`line`](mod@crate::line) (grammar) →
-//! [`mapping`] (names and labels) → [`store`] (aggregation) → [`expose`] (HTTP exposition).
-//! [`pipeline`] is the hot path that joins the line grammar, mapping and store for one receive thread;
-//! [`config`], [`telemetry`] and [`logging`] serve the binary.
+//! The modules follow a datagram's path: [`ingest`] (sockets, framing, relaying) →
+//! [`worker`] (the per-thread hot loop) → [`line`](mod@crate::line) (grammar) → [`mapping`]
+//! (names and labels: mapping files and profiles) → [`store`] (aggregation) → [`expose`]
+//! (HTTP exposition). [`cli`], [`telemetry`] and [`logging`] serve the binary.
 
-pub mod config;
+pub mod cli;
 pub mod expose;
 pub mod ingest;
 pub mod line;
 pub mod logging;
 pub mod mapping;
-pub mod naming;
-pub mod pipeline;
-pub mod relay;
 pub mod store;
 pub mod telemetry;
+pub mod worker;

@@ -1,7 +1,11 @@
 //! Log output in the two formats statsd_exporter offers (`--log.format=logfmt|json`), so
-//! log pipelines that parse its lines keep working.
+//! log pipelines that parse its lines keep working, and the one rate limiter every stage
+//! puts in front of messages that input from the network could repeat.
 
 use std::fmt::{self, Write as _};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
@@ -9,7 +13,51 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::config::{LogFormat, LogLevel};
+use crate::cli::{LogFormat, LogLevel};
+
+/// Lets one message through per interval, so a flood of bad input or a persistent socket
+/// error cannot flood the log, and counts the ones it holds back. A `static` shared by every
+/// thread of a listener, or a field of one worker.
+#[derive(Debug)]
+pub(crate) struct LogLimiter {
+    interval_ms: u64,
+    /// When a message was last let through, in ms since [`EPOCH`] plus one; 0 is never.
+    last_ms: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+/// The limiters' clock: monotonic, so a wall-clock step back cannot silence logging.
+static EPOCH: OnceLock<Instant> = OnceLock::new();
+
+impl LogLimiter {
+    /// At most one message per `interval`.
+    pub(crate) const fn new(interval: Duration) -> Self {
+        LogLimiter {
+            interval_ms: interval.as_millis() as u64,
+            last_ms: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(n)` when the caller may log now, `n` being how many messages were held back
+    /// since the last one let through; `None` (one more held back) otherwise.
+    pub(crate) fn allow(&self) -> Option<u64> {
+        let now = EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1;
+        let last = self.last_ms.load(Ordering::Relaxed);
+        let due = last == 0 || now.saturating_sub(last) >= self.interval_ms;
+        // Of threads that find it due at once, the one whose swap succeeds logs.
+        if due
+            && self
+                .last_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            return Some(self.suppressed.swap(0, Ordering::Relaxed));
+        }
+        self.suppressed.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
 
 /// Formats events as logfmt: `time=... level=info source=module msg="..." key=value`.
 struct Logfmt;
@@ -125,6 +173,20 @@ pub fn init(level: LogLevel, format: LogFormat) {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn log_limiter_lets_one_through_per_interval_and_counts_the_rest() {
+        let limiter = LogLimiter::new(Duration::from_secs(3600));
+        assert_eq!(limiter.allow(), Some(0));
+        assert_eq!(limiter.allow(), None);
+        assert_eq!(limiter.allow(), None);
+        // As if the interval had passed: the next message goes out with the held-back count.
+        limiter.last_ms.store(0, Ordering::Relaxed);
+        assert_eq!(limiter.allow(), Some(2));
+        assert_eq!(limiter.allow(), None);
+    }
+
     #[test]
     fn timestamp_shape() {
         let t = super::humantime_now();

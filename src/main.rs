@@ -2,23 +2,22 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result, bail};
-use statsgate::config::{self, CacheType, Flags, ProfileName};
+use statsgate::cli::{self, Flags};
 use statsgate::expose::{self, HttpOptions, Lifecycle};
-use statsgate::ingest::{self, TcpOptions, UdpOptions, UnixgramOptions};
-use statsgate::line::Dialects;
-use statsgate::mapping::{CacheKind, CacheOptions, Mapper};
-use statsgate::pipeline::{Pipeline, Profile, Workers};
-use statsgate::relay::RelayTarget;
-use statsgate::store::{Store, StoreOptions};
+use statsgate::ingest::{
+    self, RelayTarget, Relayed, TcpOptions, UdpOptions, UnixgramOptions, parse_listen_address,
+};
+use statsgate::mapping::LiveMapper;
+use statsgate::store::{Maintenance, Store, StoreOptions};
 use statsgate::telemetry::{self, Telemetry};
+use statsgate::worker::Workers;
 use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
 fn main() {
-    let flags = match config::parse_args(std::env::args_os()) {
+    let flags = match cli::parse_args(std::env::args_os()) {
         Ok(f) => f,
         Err(e) => {
             // clap prints help/version to stdout with exit 0 and usage errors with exit 2.
@@ -34,49 +33,15 @@ fn main() {
     }
 }
 
-fn cache_options(flags: &Flags) -> CacheOptions {
-    let kind = match flags.statsd_cache_type {
-        CacheType::Lru => CacheKind::Lru,
-        CacheType::Random => CacheKind::Random,
-    };
-    CacheOptions {
-        size: flags.statsd_cache_size,
-        kind,
-    }
-}
-
-fn load_mapper(flags: &Flags) -> Result<Mapper> {
-    let cache = cache_options(flags);
-    match &flags.statsd_mapping_config {
-        Some(p) => Mapper::load_file(p, cache)
-            .with_context(|| format!("loading mapping config {}", p.display())),
-        None => Ok(Mapper::empty(cache)),
-    }
-}
-
+/// What the lifecycle endpoints and SIGHUP act on.
 struct Control {
-    pipeline: Arc<Pipeline>,
-    mapping_path: Option<PathBuf>,
-    cache: CacheOptions,
+    mapper: Arc<LiveMapper>,
     quit: Arc<Notify>,
 }
 
 impl Lifecycle for Control {
     fn reload(&self) -> Result<(), String> {
-        let Some(path) = &self.mapping_path else {
-            info!("reload requested, but no mapping config is set");
-            return Ok(());
-        };
-        match self.pipeline.reload_from(path, self.cache) {
-            Ok(n) => {
-                info!(mappings = n, file = %path.display(), "mapping config reloaded");
-                Ok(())
-            }
-            Err(e) => {
-                error!(error = %e, "mapping config reload failed; keeping the previous rules");
-                Err(e.to_string())
-            }
-        }
+        self.mapper.reload().map(drop).map_err(|e| e.to_string())
     }
 
     fn quit(&self) {
@@ -94,64 +59,51 @@ fn run(flags: Flags) -> Result<()> {
     if !flags.debug_dump_fsm.is_empty() {
         warn!("--debug.dump-fsm is not supported; ignoring it");
     }
+    let mapping_config = flags.statsd_mapping_config.as_deref();
+    // The error names the file.
+    let load_mapper = || {
+        LiveMapper::load(mapping_config, flags.cache_options())
+            .context("loading the mapping config")
+    };
     if flags.check_config {
-        let m = load_mapper(&flags)?;
-        println!(
-            "Configuration check successful: {} mappings",
-            m.rule_count()
-        );
+        let rules = load_mapper()?.current().rule_count();
+        println!("Configuration check successful: {rules} mappings");
         return Ok(());
     }
-    let udp =
-        ingest::parse_listen_address(&flags.statsd_listen_udp).context("--statsd.listen-udp")?;
-    let tcp =
-        ingest::parse_listen_address(&flags.statsd_listen_tcp).context("--statsd.listen-tcp")?;
+    let udp = parse_listen_address(&flags.statsd_listen_udp).context("--statsd.listen-udp")?;
+    let tcp = parse_listen_address(&flags.statsd_listen_tcp).context("--statsd.listen-tcp")?;
     let unixgram = (!flags.statsd_listen_unixgram.is_empty())
         .then(|| PathBuf::from(&flags.statsd_listen_unixgram));
     if udp.is_none() && tcp.is_none() && unixgram.is_none() {
         bail!("at least one of UDP/TCP/Unixgram listeners must be specified");
     }
-    let web =
-        ingest::parse_listen_address(&flags.web_listen_address).context("--web.listen-address")?;
+    let web = parse_listen_address(&flags.web_listen_address).context("--web.listen-address")?;
+    let relay = match &flags.statsd_relay_address {
+        Some(addr) => Some(
+            RelayTarget::new(addr, flags.statsd_relay_packet_length)
+                .context("--statsd.relay.address")?,
+        ),
+        None => None,
+    };
 
     let telemetry = Telemetry::install()?;
-    ingest::describe_metrics();
-    let mapper = load_mapper(&flags)?;
-    metrics::gauge!("statsd_exporter_loaded_mappings").set(mapper.rule_count() as f64);
+    let mapper = Arc::new(load_mapper()?);
     let store = Arc::new(Store::new(StoreOptions {
         reserved_names: telemetry::reserved_names(),
         ..Default::default()
     }));
-    let dialects = Dialects {
-        dogstatsd: flags.parse_dogstatsd_tags,
-        influxdb: flags.parse_influxdb_tags,
-        librato: flags.parse_librato_tags,
-        signalfx: flags.parse_signalfx_tags,
-        dogstatsd_tags_last: false,
-    };
-    let profile = match flags.profile {
-        ProfileName::Statsd => Profile::Statsd,
-        ProfileName::IstioMixer => Profile::IstioMixer,
-        ProfileName::Envoy => Profile::envoy(&flags.envoy_prefix, &flags.envoy_tag_rules)?,
-    };
-    let mut pipeline = Pipeline::new(store.clone(), mapper, dialects, profile);
-    if let Some(addr) = &flags.statsd_relay_address {
-        let target = RelayTarget::new(addr, flags.statsd_relay_packet_length)
-            .context("--statsd.relay.address")?;
+    let workers = Workers::new(
+        store.clone(),
+        mapper.clone(),
+        flags.dialects(),
+        flags.profile()?,
+    );
+    if let Some(target) = &relay {
         info!(target = %target.label, "relaying every received line");
-        pipeline = pipeline.with_relay(target);
     }
-    let pipeline = Arc::new(pipeline);
-    let workers = Arc::new(Workers(pipeline.clone()));
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let maintenance = {
-        let (store, stop) = (store.clone(), stop.clone());
-        std::thread::Builder::new()
-            .name("statsgate-maint".into())
-            .spawn(move || statsgate::store::run_maintenance(&store, &stop))
-            .context("starting the maintenance thread")?
-    };
+    let sinks = Arc::new(Relayed::new(workers, relay));
+    let maintenance =
+        Maintenance::start(store.clone()).context("starting the maintenance thread")?;
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -161,38 +113,32 @@ fn run(flags: Flags) -> Result<()> {
         .context("starting the async runtime")?;
     let quit = Arc::new(Notify::new());
     let control = Arc::new(Control {
-        pipeline: pipeline.clone(),
-        mapping_path: flags.statsd_mapping_config.clone(),
-        cache: cache_options(&flags),
+        mapper,
         quit: quit.clone(),
     });
 
     rt.block_on(async {
         let mut listeners = Vec::new();
         if let Some(addr) = udp {
-            let sockets = match flags.statsd_udp_sockets {
-                0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-                n => n,
+            let opts = UdpOptions {
+                addr,
+                sockets: flags.udp_sockets(),
+                read_buffer: flags.statsd_read_buffer,
+                ..Default::default()
             };
-            let opts = UdpOptions { addr, sockets, read_buffer: flags.statsd_read_buffer, batch: 32 };
-            let l = ingest::start_udp(&opts, workers.clone()).context("starting the UDP listener")?;
-            info!(address = %l.local_addr().unwrap_or(addr), sockets, "accepting statsd over UDP");
-            listeners.push(l);
+            listeners.push(ingest::start_udp(&opts, sinks.clone()).context("starting the UDP listener")?);
         }
         if let Some(addr) = tcp {
-            let l = ingest::start_tcp(&TcpOptions { addr }, workers.clone()).await.context("starting the TCP listener")?;
-            info!(address = %l.local_addr().unwrap_or(addr), "accepting statsd over TCP");
-            listeners.push(l);
+            let opts = TcpOptions { addr };
+            listeners.push(ingest::start_tcp(&opts, sinks.clone()).await.context("starting the TCP listener")?);
         }
         if let Some(path) = unixgram {
             let opts = UnixgramOptions {
-                path: path.clone(),
+                path,
                 mode: flags.statsd_unixsocket_mode,
                 read_buffer: flags.statsd_read_buffer,
             };
-            let l = ingest::start_unixgram(&opts, workers.clone()).context("starting the unixgram listener")?;
-            info!(path = %path.display(), "accepting statsd over unixgram");
-            listeners.push(l);
+            listeners.push(ingest::start_unixgram(&opts, sinks.clone()).context("starting the unixgram listener")?);
         }
 
         let hup_control = control.clone();
@@ -245,8 +191,7 @@ fn run(flags: Flags) -> Result<()> {
         }
         Ok::<(), anyhow::Error>(())
     })?;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let _ = maintenance.join();
+    drop(maintenance);
     info!("stopped");
     Ok(())
 }

@@ -8,7 +8,7 @@ use common::shared_data;
 use std::ops::Range;
 use std::sync::LazyLock;
 
-use statsgate::mapping::envoy::{
+use statsgate::mapping::profile::envoy::{
     Extracted, RegexEngine, TagExtractor, TagMatch, TagRuleSet, prometheus_label_name,
     prometheus_metric_name, sink_prefix_strip,
 };

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use common::{Gateway, TempDir, promtool_check, series};
 use serde_json::Value;
-use statsgate::naming::escape_metric_name;
+use statsgate::mapping::naming::escape_metric_name;
 
 fn write(dir: &TempDir, name: &str, text: &str) -> String {
     let p = dir.0.join(name);

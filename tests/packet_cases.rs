@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use common::{Gateway, Samples, cases, series};
 use serde_json::Value;
-use statsgate::naming::escape_metric_name;
+use statsgate::mapping::naming::escape_metric_name;
 
 #[derive(Default)]
 struct Model {

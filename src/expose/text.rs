@@ -228,7 +228,7 @@ fn write_series(buf: &mut Vec<u8>, fam: &Family, s: &Series, at: std::time::Inst
 /// shortest round-trip digits, and exponent form when the decimal exponent is below -4 or
 /// at least 6 (`1e+06`, `123456`, `1e-05`, `0.0001`). Dashboards parse either form, but
 /// byte-identical output makes a side-by-side migration diffable.
-pub fn write_float(buf: &mut Vec<u8>, v: f64) {
+fn write_float(buf: &mut Vec<u8>, v: f64) {
     if v.is_nan() {
         buf.extend_from_slice(b"NaN");
         return;

@@ -1,167 +1,64 @@
-//! Batched datagram receive (`recvmmsg`) shared by the UDP and unixgram listeners.
-//!
-//! One [`BatchReceiver`] belongs to one receive thread. It owns `batch` preallocated buffers of
-//! [`MAX_DATAGRAM`] bytes and the `mmsghdr`/`iovec` arrays that point into them, built once and
-//! reused for every call, so receiving never allocates.
+//! The receive loop shared by the UDP and unixgram listeners: batches of datagrams from a
+//! [`BatchReceiver`] into a [`Sink`], with packet and kernel-drop counts.
 
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::{LogLimiter, MAX_DATAGRAM, Sink};
+use super::sys::BatchReceiver;
+use super::{IngestError, MAX_DATAGRAM, Sink};
+use crate::logging::LogLimiter;
+use crate::telemetry::catalog::Family;
 
-/// `SO_RXQ_OVFL` from `<asm/socket.h>`; libc does not export it for every Linux target.
-#[cfg(any(target_arch = "sparc", target_arch = "sparc64"))]
-const SO_RXQ_OVFL: libc::c_int = 0x0024;
-/// `SO_RXQ_OVFL` from `<asm/socket.h>`; libc does not export it for every Linux target.
-#[cfg(not(any(target_arch = "sparc", target_arch = "sparc64")))]
-const SO_RXQ_OVFL: libc::c_int = 40;
-
-/// Room for one control message carrying the kernel's `u32` drop counter.
-// SAFETY: CMSG_SPACE is plain arithmetic on its argument.
-const CONTROL_LEN: usize = unsafe { libc::CMSG_SPACE(size_of::<u32>() as libc::c_uint) } as usize;
-/// `CONTROL_LEN` in `u64` words: the control buffers are `u64`s so that every `cmsghdr` in them
-/// is suitably aligned.
-const CONTROL_WORDS: usize = CONTROL_LEN.div_ceil(size_of::<u64>());
-
-/// Asks the kernel to attach the socket's cumulative drop counter to received datagrams.
-pub(crate) fn enable_drop_counter(fd: &impl AsRawFd) -> io::Result<()> {
-    let on: libc::c_int = 1;
-    // SAFETY: `on` outlives the call and the length passed is its size.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            SO_RXQ_OVFL,
-            (&on as *const libc::c_int).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+/// How a listener's receive threads run: the listener they belong to, how many datagrams
+/// one `recvmmsg` takes, and what they count.
+pub(crate) struct ReceiveThreads {
+    pub(crate) listener: &'static str,
+    pub(crate) batch: usize,
+    pub(crate) packets: &'static Family<0>,
+    /// The kernel's drop counter, for sockets with `SO_RXQ_OVFL` on.
+    pub(crate) drops: Option<&'static Family<0>>,
 }
 
-/// One received datagram.
-pub(crate) struct Datagram<'a> {
-    pub(crate) payload: &'a [u8],
-    /// The kernel cut the datagram to fit the buffer (cannot happen with 65535-byte buffers).
-    pub(crate) truncated: bool,
-    /// The socket's cumulative drop count, when the kernel attached it.
-    pub(crate) drop_count: Option<u32>,
-}
-
-/// Preallocated `recvmmsg` state for one receive thread.
-pub(crate) struct BatchReceiver {
-    buffers: Vec<u8>,
-    control: Vec<u64>,
-    iovecs: Vec<libc::iovec>,
-    headers: Vec<libc::mmsghdr>,
-    control_words: usize,
-    received: usize,
-}
-
-impl BatchReceiver {
-    /// `batch` datagrams per call (at least 1); `drop_counter` reserves room for the
-    /// `SO_RXQ_OVFL` control message.
-    pub(crate) fn new(batch: usize, drop_counter: bool) -> Self {
-        let batch = batch.max(1);
-        let control_words = if drop_counter { CONTROL_WORDS } else { 0 };
-        let iovec = libc::iovec {
-            iov_base: std::ptr::null_mut(),
-            iov_len: 0,
-        };
-        BatchReceiver {
-            buffers: vec![0u8; batch * MAX_DATAGRAM],
-            control: vec![0u64; batch * control_words],
-            iovecs: vec![iovec; batch],
-            // SAFETY: mmsghdr is a plain C struct for which all-zero is a valid value.
-            headers: vec![unsafe { std::mem::zeroed::<libc::mmsghdr>() }; batch],
-            control_words,
-            received: 0,
-        }
-    }
-
-    /// Waits for at least one datagram (up to the socket's receive timeout), then takes whatever
-    /// else is already queued, up to the batch size. Returns how many were received.
-    pub(crate) fn receive(&mut self, fd: &impl AsRawFd) -> io::Result<usize> {
-        // The pointers are rebuilt on every call (a few stores per datagram slot) rather than
-        // kept from `new`: then none outlives a borrow of the buffers it points into, and the
-        // lengths the kernel overwrote are reset to the capacities.
-        let buffers = self.buffers.as_mut_ptr();
-        let control = self.control.as_mut_ptr();
-        let control_len = self.control_words * size_of::<u64>();
-        for (i, (header, iovec)) in self.headers.iter_mut().zip(&mut self.iovecs).enumerate() {
-            // SAFETY: `buffers` holds `headers.len()` slots of MAX_DATAGRAM bytes and `control`
-            // holds `headers.len()` slots of `control_words` words, so both offsets stay inside.
-            unsafe {
-                iovec.iov_base = buffers.add(i * MAX_DATAGRAM).cast();
-                iovec.iov_len = MAX_DATAGRAM;
-                header.msg_hdr.msg_control = if control_len == 0 {
-                    std::ptr::null_mut()
-                } else {
-                    control.add(i * self.control_words).cast()
+impl ReceiveThreads {
+    /// Starts the thread `name`, receiving from `socket` (bound to `address`, with a receive
+    /// timeout) into `sink` until `stop` is set.
+    pub(crate) fn spawn<S: Sink>(
+        &self,
+        name: String,
+        address: &str,
+        socket: impl AsRawFd + Send + 'static,
+        mut sink: S,
+        stop: Arc<AtomicBool>,
+    ) -> Result<JoinHandle<()>, IngestError> {
+        let (listener, batch, packets, drops) =
+            (self.listener, self.batch, self.packets, self.drops);
+        std::thread::Builder::new()
+            .name(name.clone())
+            .spawn(move || {
+                let mut receiver = BatchReceiver::new(batch, drops.is_some());
+                // Handles are made once per thread; incrementing them is a relaxed atomic add.
+                let counters = LoopCounters {
+                    packets: packets.counter([]),
+                    drops: drops.map(|d| d.counter([])),
                 };
-            }
-            header.msg_hdr.msg_iov = iovec;
-            header.msg_hdr.msg_iovlen = 1;
-            header.msg_hdr.msg_controllen = control_len as _;
-            header.msg_hdr.msg_flags = 0;
-            header.msg_len = 0;
-        }
-        self.received = 0;
-        // SAFETY: every header points at an iovec and a control buffer owned by `self` and sized
-        // as declared; `headers.len()` is the vector length; a null timeout is allowed.
-        let n = unsafe {
-            libc::recvmmsg(
-                fd.as_raw_fd(),
-                self.headers.as_mut_ptr(),
-                self.headers.len() as libc::c_uint,
-                libc::MSG_WAITFORONE as _,
-                std::ptr::null_mut(),
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        self.received = n as usize;
-        Ok(self.received)
-    }
-
-    /// The `i`th datagram of the last [`receive`](Self::receive); `i` < its return value.
-    pub(crate) fn datagram(&self, i: usize) -> Datagram<'_> {
-        let header = &self.headers[i];
-        let len = (header.msg_len as usize).min(MAX_DATAGRAM);
-        let start = i * MAX_DATAGRAM;
-        Datagram {
-            payload: &self.buffers[start..start + len],
-            truncated: header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
-            drop_count: self.drop_count(&header.msg_hdr),
-        }
-    }
-
-    fn drop_count(&self, header: &libc::msghdr) -> Option<u32> {
-        if self.control.is_empty() {
-            return None;
-        }
-        let mut found = None;
-        // SAFETY: `header` was filled in by recvmmsg; its msg_control/msg_controllen describe
-        // the returned control data inside `self.control`, which CMSG_FIRSTHDR/NXTHDR walk
-        // without leaving it. The data read is the u32 the kernel wrote for SO_RXQ_OVFL.
-        unsafe {
-            let mut cmsg = libc::CMSG_FIRSTHDR(header);
-            while !cmsg.is_null() {
-                if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == SO_RXQ_OVFL {
-                    found = Some(libc::CMSG_DATA(cmsg).cast::<u32>().read_unaligned());
-                }
-                cmsg = libc::CMSG_NXTHDR(header, cmsg);
-            }
-        }
-        found
+                run_receive_loop(
+                    &socket,
+                    &mut sink,
+                    &mut receiver,
+                    &counters,
+                    &stop,
+                    listener,
+                );
+            })
+            .map_err(|source| IngestError::Spawn {
+                name,
+                address: address.to_owned(),
+                source,
+            })
     }
 }
 
@@ -202,7 +99,7 @@ pub(crate) fn run_receive_loop<S: Sink>(
                     }
                     if datagram.truncated {
                         // A cut datagram would end in a half line that parses as garbage.
-                        if TRUNCATED_LOG.allow() {
+                        if TRUNCATED_LOG.allow().is_some() {
                             tracing::warn!(
                                 listener,
                                 "dropping a truncated datagram (larger than {MAX_DATAGRAM} bytes)"
@@ -226,7 +123,7 @@ pub(crate) fn run_receive_loop<S: Sink>(
                 io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => sink.flush(),
                 io::ErrorKind::Interrupted => {}
                 _ => {
-                    if RECEIVE_ERROR_LOG.allow() {
+                    if RECEIVE_ERROR_LOG.allow().is_some() {
                         tracing::warn!(listener, error = %err, "receive failed; continuing");
                     }
                     sink.flush();
@@ -242,22 +139,51 @@ pub(crate) fn run_receive_loop<S: Sink>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingest::{RECEIVE_TIMEOUT, names};
-    use std::net::UdpSocket;
+    use crate::ingest::RECEIVE_TIMEOUT;
+    use crate::ingest::sys::enable_drop_counter;
+    use crate::telemetry::catalog;
+    use std::net::{SocketAddr, UdpSocket};
+    use std::time::Instant;
 
-    #[derive(Default)]
-    struct CountingSink {
+    /// Drives the drop test from inside the receive loop: once the loop has drained the
+    /// queue (a flush with no datagram since the last one, i.e. a receive timeout), it sends
+    /// one more datagram, which the kernel stamps with its drop count; seeing that datagram
+    /// stops the loop. A deadline stops it too, so a lost datagram fails the test instead of
+    /// hanging it.
+    struct DropProbe {
+        client: UdpSocket,
+        server: SocketAddr,
+        stop: Arc<AtomicBool>,
+        deadline: Instant,
         datagrams: u64,
+        since_flush: u64,
         flushes: u64,
+        probe_sent: bool,
+        probe_seen: bool,
     }
 
-    impl Sink for CountingSink {
-        fn datagram(&mut self, _payload: &[u8]) {
+    const PROBE: &[u8] = b"after:1|c";
+
+    impl Sink for DropProbe {
+        fn datagram(&mut self, payload: &[u8]) {
             self.datagrams += 1;
+            self.since_flush += 1;
+            if payload == PROBE {
+                self.probe_seen = true;
+                self.stop.store(true, Ordering::Relaxed);
+            }
         }
         fn line(&mut self, _line: &[u8]) {}
         fn flush(&mut self) {
             self.flushes += 1;
+            if self.since_flush == 0 && !self.probe_sent {
+                self.client.send_to(PROBE, self.server).unwrap();
+                self.probe_sent = true;
+            }
+            self.since_flush = 0;
+            if Instant::now() > self.deadline {
+                self.stop.store(true, Ordering::Relaxed);
+            }
         }
     }
 
@@ -315,34 +241,35 @@ mod tests {
         }
 
         let stop = Arc::new(AtomicBool::new(false));
-        let helper = {
-            let stop = Arc::clone(&stop);
-            std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(200));
-                client.send_to(b"after:1|c", addr).unwrap();
-                std::thread::sleep(Duration::from_millis(300));
-                stop.store(true, Ordering::Relaxed);
-            })
+        let mut probe = DropProbe {
+            client,
+            server: addr,
+            stop: Arc::clone(&stop),
+            deadline: Instant::now() + Duration::from_secs(10),
+            datagrams: 0,
+            since_flush: 0,
+            flushes: 0,
+            probe_sent: false,
+            probe_seen: false,
         };
         let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
-        let mut sink = CountingSink::default();
         metrics::with_local_recorder(&recorder, || {
             let counters = LoopCounters {
-                packets: metrics::counter!(names::UDP_PACKETS),
-                drops: Some(metrics::counter!(names::UDP_PACKET_DROPS)),
+                packets: catalog::UDP_PACKETS.counter([]),
+                drops: Some(catalog::UDP_PACKET_DROPS.counter([])),
             };
             let mut receiver = BatchReceiver::new(8, true);
-            run_receive_loop(&server, &mut sink, &mut receiver, &counters, &stop, "udp");
+            run_receive_loop(&server, &mut probe, &mut receiver, &counters, &stop, "udp");
         });
-        helper.join().unwrap();
 
+        assert!(probe.probe_seen, "the datagram sent after draining arrived");
         let rendered = handle.render();
-        let packets = counter_value(&rendered, names::UDP_PACKETS);
-        let drops = counter_value(&rendered, names::UDP_PACKET_DROPS);
-        assert_eq!(packets, sink.datagrams);
+        let packets = counter_value(&rendered, catalog::UDP_PACKETS.name);
+        let drops = counter_value(&rendered, catalog::UDP_PACKET_DROPS.name);
+        assert_eq!(packets, probe.datagrams);
         assert!(drops > 0, "{rendered}");
         assert_eq!(packets + drops, sent + 1, "{rendered}");
-        assert!(sink.flushes >= 2, "flushed after batches and on timeouts");
+        assert!(probe.flushes >= 2, "flushed after batches and on timeouts");
     }
 }

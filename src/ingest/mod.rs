@@ -7,25 +7,30 @@
 //! batch rather than once per line.
 //!
 //! Framing follows statsd_exporter (§1.1 of the reference notes): UDP and unixgram deliver whole
-//! datagrams (the sink splits them on `\n`); TCP delivers lines with `\n` or `\r\n` removed, at
+//! datagrams (the sink splits them on `\n` with [`datagram_lines`]); TCP delivers lines with `\n` or `\r\n` removed, at
 //! most 4095 bytes each, closing a connection that sends a longer one.
 //!
-//! Self-metrics use statsd_exporter's names through the `metrics` facade; call
-//! [`describe_metrics`] once after installing a recorder to attach their HELP texts.
+//! Files: `udp.rs`, `tcp.rs`, `unixgram.rs` (one listener each), `batch.rs` (the datagram
+//! receive loop), `socket.rs` (socket setup they share), `sys.rs` (every `unsafe` system
+//! call), `relay.rs` (a sink decorator that relays lines to another statsd server).
 
 mod batch;
+mod relay;
+mod socket;
+mod sys;
 mod tcp;
 mod udp;
 mod unixgram;
 
-use std::net::{IpAddr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+pub use relay::{RelayError, RelayTarget, Relayed, RelayedSink};
+pub use socket::parse_listen_address;
 pub use tcp::{TCP_MAX_LINE, TcpOptions, start_tcp};
 pub use udp::{UdpOptions, start_udp};
 pub use unixgram::{UnixgramOptions, start_unixgram};
@@ -140,66 +145,6 @@ pub enum IngestError {
     },
 }
 
-/// Parses a statsd_exporter-style listen address.
-///
-/// * `""` means the listener is disabled: `Ok(None)`.
-/// * `":9125"` (empty host) means all interfaces. It becomes `[::]:9125`, and the listeners bind
-///   that dual-stack (`IPV6_V6ONLY` off), so IPv4 and IPv6 clients both reach it, as with Go's
-///   wildcard listen in statsd_exporter. On a host without IPv6 the listeners fall back to
-///   `0.0.0.0`. An explicit `0.0.0.0:9125` is IPv4 only.
-/// * `"127.0.0.1:9125"`, `"[::1]:9125"`: literal addresses.
-/// * `"localhost:9125"`: resolved once, now (blocking); an IPv4 result is preferred, as Go's
-///   resolver does for the `ip` network.
-///
-/// The port must be decimal (0–65535); service names are rejected, as in statsd_exporter.
-pub fn parse_listen_address(s: &str) -> Result<Option<SocketAddr>, IngestError> {
-    if s.is_empty() {
-        return Ok(None);
-    }
-    let invalid = |reason| IngestError::InvalidAddress {
-        address: s.to_owned(),
-        reason,
-    };
-    let (host, port) = s.rsplit_once(':').ok_or_else(|| invalid("missing port"))?;
-    let host = match host.strip_prefix('[') {
-        Some(rest) => rest
-            .strip_suffix(']')
-            .ok_or_else(|| invalid("unterminated '[' in host"))?,
-        None if host.contains(':') => return Err(invalid("IPv6 host must be in brackets")),
-        None if host.contains(']') => return Err(invalid("unexpected ']' in host")),
-        None => host,
-    };
-    if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(invalid("port must be a decimal number"));
-    }
-    let port: u16 = port
-        .parse()
-        .map_err(|_| invalid("port must be between 0 and 65535"))?;
-    if host.is_empty() {
-        return Ok(Some(SocketAddr::new(
-            IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-            port,
-        )));
-    }
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(Some(SocketAddr::new(ip, port)));
-    }
-    let resolved: Vec<SocketAddr> = (host, port)
-        .to_socket_addrs()
-        .map_err(|source| IngestError::Resolve {
-            address: s.to_owned(),
-            source,
-        })?
-        .collect();
-    resolved
-        .iter()
-        .find(|a| a.is_ipv4())
-        .or_else(|| resolved.first())
-        .copied()
-        .map(Some)
-        .ok_or_else(|| invalid("host resolved to no addresses"))
-}
-
 /// A running listener. Dropping it, or calling [`Listener::shutdown`], stops it: receive threads
 /// are told to stop and joined (they notice within their ~100 ms receive timeout), the TCP accept
 /// task and its connection tasks are aborted, and a unixgram socket file is removed.
@@ -210,12 +155,19 @@ pub struct Listener {
     threads: Vec<JoinHandle<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
     socket_path: Option<PathBuf>,
+    read_buffers: Vec<usize>,
 }
 
 impl Listener {
     /// The bound address (with the real port when port 0 was asked for); `None` for unixgram.
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.local_addr
+    }
+
+    /// The `SO_RCVBUF` each socket got, read back from the socket after setting the
+    /// `read_buffer` option; empty when the option kept the system default, and for TCP.
+    pub fn read_buffers(&self) -> &[usize] {
+        &self.read_buffers
     }
 
     /// Stops the listener and waits for its threads to exit.
@@ -231,6 +183,7 @@ impl std::fmt::Debug for Listener {
             .field("threads", &self.threads.len())
             .field("task", &self.task.is_some())
             .field("socket_path", &self.socket_path)
+            .field("read_buffers", &self.read_buffers)
             .finish()
     }
 }
@@ -263,89 +216,38 @@ pub(crate) const RECEIVE_TIMEOUT: Duration = Duration::from_millis(100);
 /// The largest datagram UDP can carry (and what statsd_exporter accepts).
 pub(crate) const MAX_DATAGRAM: usize = 65535;
 
-/// Self-metric names, as statsd_exporter spells them.
-pub(crate) mod names {
-    pub const UDP_PACKETS: &str = "statsd_exporter_udp_packets_total";
-    pub const UDP_PACKET_DROPS: &str = "statsd_exporter_udp_packet_drops_total";
-    pub const TCP_CONNECTIONS: &str = "statsd_exporter_tcp_connections_total";
-    pub const TCP_CONNECTION_ERRORS: &str = "statsd_exporter_tcp_connection_errors_total";
-    pub const TCP_TOO_LONG_LINES: &str = "statsd_exporter_tcp_too_long_lines_total";
-    pub const UNIXGRAM_PACKETS: &str = "statsd_exporter_unixgram_packets_total";
-}
-
-/// Registers HELP texts for the ingest counters with the installed `metrics` recorder.
-/// The texts are statsd_exporter's, except for the drop counter, whose meaning differs.
-pub fn describe_metrics() {
-    metrics::describe_counter!(
-        names::UDP_PACKETS,
-        "The total number of StatsD packets received over UDP."
-    );
-    // statsd_exporter counts packets dropped from its full internal queue; statsgate has no
-    // queue, so this counts what the kernel dropped because a socket's receive buffer was full.
-    metrics::describe_counter!(
-        names::UDP_PACKET_DROPS,
-        "The total number of StatsD packets dropped by the kernel because a UDP socket's receive buffer was full."
-    );
-    metrics::describe_counter!(
-        names::TCP_CONNECTIONS,
-        "The total number of TCP connections handled."
-    );
-    metrics::describe_counter!(
-        names::TCP_CONNECTION_ERRORS,
-        "The number of errors encountered reading from TCP."
-    );
-    metrics::describe_counter!(
-        names::TCP_TOO_LONG_LINES,
-        "The number of lines discarded due to being too long."
-    );
-    metrics::describe_counter!(
-        names::UNIXGRAM_PACKETS,
-        "The total number of StatsD packets received over Unixgram."
-    );
-}
-
-/// Lets one log line through per interval across all threads that share it, so a flood of
-/// bad input or a persistent socket error cannot flood the log.
-pub(crate) struct LogLimiter {
-    interval_ms: u64,
-    last_ms: AtomicU64,
-}
-
-impl LogLimiter {
-    pub(crate) const fn new(interval: Duration) -> Self {
-        LogLimiter {
-            interval_ms: interval.as_millis() as u64,
-            last_ms: AtomicU64::new(0),
-        }
-    }
-
-    /// True if the caller may log now.
-    pub(crate) fn allow(&self) -> bool {
-        // A monotonic clock, so a wall-clock step back cannot silence logging; +1 keeps 0 free
-        // to mean "never logged".
-        static EPOCH: OnceLock<Instant> = OnceLock::new();
-        let now = EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1;
-        let last = self.last_ms.load(Ordering::Relaxed);
-        if last != 0 && now.saturating_sub(last) < self.interval_ms {
-            return false;
-        }
-        self.last_ms
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
+/// The `\n`-separated lines of a datagram, in order: empty ones included, and the last one
+/// whether or not a `\n` ends the datagram (`"a\n"` is `"a"` and `""`), as statsd_exporter
+/// splits them.
+pub fn datagram_lines(payload: &[u8]) -> DatagramLines<'_> {
+    DatagramLines {
+        rest: Some(payload),
     }
 }
 
-/// Wraps a socket setup error for `listener` at `address`.
-pub(crate) fn option_error(
-    listener: &'static str,
-    address: impl ToString,
-    option: &'static str,
-) -> impl FnOnce(std::io::Error) -> IngestError {
-    move |source| IngestError::SocketOption {
-        listener,
-        address: address.to_string(),
-        option,
-        source,
+/// Iterator returned by [`datagram_lines`].
+#[derive(Clone, Debug)]
+pub struct DatagramLines<'a> {
+    /// What is left to split; `None` after the last line.
+    rest: Option<&'a [u8]>,
+}
+
+impl<'a> Iterator for DatagramLines<'a> {
+    type Item = &'a [u8];
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let rest = self.rest?;
+        match memchr::memchr(b'\n', rest) {
+            Some(end) => {
+                self.rest = Some(&rest[end + 1..]);
+                Some(&rest[..end])
+            }
+            None => {
+                self.rest = None;
+                Some(rest)
+            }
+        }
     }
 }
 
@@ -353,70 +255,15 @@ pub(crate) fn option_error(
 mod tests {
     use super::*;
 
-    fn parsed(s: &str) -> Option<SocketAddr> {
-        parse_listen_address(s).unwrap()
+    fn lines(payload: &[u8]) -> Vec<&[u8]> {
+        datagram_lines(payload).collect()
     }
 
     #[test]
-    fn empty_address_disables_the_listener() {
-        assert_eq!(parsed(""), None);
-    }
-
-    #[test]
-    fn port_only_means_all_interfaces_dual_stack() {
-        assert_eq!(parsed(":9125"), Some("[::]:9125".parse().unwrap()));
-    }
-
-    #[test]
-    fn literal_addresses() {
-        assert_eq!(
-            parsed("127.0.0.1:9125"),
-            Some("127.0.0.1:9125".parse().unwrap())
-        );
-        assert_eq!(parsed("[::1]:9125"), Some("[::1]:9125".parse().unwrap()));
-        assert_eq!(parsed("0.0.0.0:0"), Some("0.0.0.0:0".parse().unwrap()));
-        assert_eq!(parsed("[::]:65535"), Some("[::]:65535".parse().unwrap()));
-    }
-
-    #[test]
-    fn localhost_resolves_preferring_ipv4() {
-        let addr = parsed("localhost:9125").unwrap();
-        assert_eq!(addr.port(), 9125);
-        assert!(addr.ip().is_loopback(), "{addr}");
-    }
-
-    #[test]
-    fn malformed_addresses_are_rejected() {
-        for bad in [
-            "9125",
-            "127.0.0.1",
-            "127.0.0.1:",
-            ":port",
-            ":65536",
-            ":-1",
-            "::1:9125",
-            "[::1:9125",
-            "::1]:9125",
-        ] {
-            let err = parse_listen_address(bad).unwrap_err();
-            assert!(
-                matches!(err, IngestError::InvalidAddress { .. }),
-                "{bad}: {err}"
-            );
-            assert!(err.to_string().contains(bad), "{err}");
-        }
-    }
-
-    #[test]
-    fn unresolvable_host_is_a_resolve_error() {
-        let err = parse_listen_address("no-such-host.invalid:9125").unwrap_err();
-        assert!(matches!(err, IngestError::Resolve { .. }), "{err}");
-    }
-
-    #[test]
-    fn log_limiter_lets_one_through_per_interval() {
-        let limiter = LogLimiter::new(Duration::from_secs(3600));
-        assert!(limiter.allow());
-        assert!(!limiter.allow());
+    fn datagrams_split_on_every_newline() {
+        assert_eq!(lines(b""), [b"" as &[u8]]);
+        assert_eq!(lines(b"a:1|c"), [b"a:1|c" as &[u8]]);
+        assert_eq!(lines(b"a\n"), [b"a" as &[u8], b""]);
+        assert_eq!(lines(b"a\n\nb\r"), [b"a" as &[u8], b"", b"b\r"]);
     }
 }

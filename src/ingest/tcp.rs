@@ -2,18 +2,20 @@
 //! statsd_exporter's `bufio.Reader.ReadLine` with a 4096-byte buffer does.
 
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Protocol, Type};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
-use super::udp::{ipv6_unavailable, is_unspecified_v6};
-use super::{IngestError, Listener, LogLimiter, Sink, SinkFactory, names, option_error};
+use super::socket::{bind_error, bind_with_ipv4_fallback, ip_socket, option_error};
+use super::{IngestError, Listener, Sink, SinkFactory};
+use crate::logging::LogLimiter;
+use crate::telemetry::catalog;
 
 const LISTENER: &str = "tcp";
 
@@ -65,20 +67,9 @@ pub async fn start_tcp<F: SinkFactory>(
     opts: &TcpOptions,
     factory: Arc<F>,
 ) -> Result<Listener, IngestError> {
-    let listener = match bind_listener(opts.addr) {
-        Err(IngestError::Socket { source, .. }) | Err(IngestError::Bind { source, .. })
-            if is_unspecified_v6(opts.addr) && ipv6_unavailable(&source) =>
-        {
-            tracing::info!(error = %source, "IPv6 unavailable; listening for TCP on IPv4 only");
-            bind_listener(SocketAddr::new(
-                Ipv4Addr::UNSPECIFIED.into(),
-                opts.addr.port(),
-            ))?
-        }
-        other => other?,
-    };
+    let listener = bind_with_ipv4_fallback(LISTENER, opts.addr, bind_listener)?;
     let local_addr = listener.local_addr().unwrap_or(opts.addr);
-    tracing::info!(address = %local_addr, "listening for statsd on TCP");
+    tracing::info!(address = %local_addr, "accepting statsd over TCP");
     let task = tokio::spawn(accept_loop(listener, factory));
     Ok(Listener {
         local_addr: Some(local_addr),
@@ -86,21 +77,12 @@ pub async fn start_tcp<F: SinkFactory>(
         threads: Vec::new(),
         task: Some(task),
         socket_path: None,
+        read_buffers: Vec::new(),
     })
 }
 
 fn bind_listener(addr: SocketAddr) -> Result<TcpListener, IngestError> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
-        .map_err(|source| IngestError::Socket {
-            listener: LISTENER,
-            address: addr.to_string(),
-            source,
-        })?;
-    if is_unspecified_v6(addr) {
-        socket
-            .set_only_v6(false)
-            .map_err(option_error(LISTENER, addr, "IPV6_V6ONLY"))?;
-    }
+    let socket = ip_socket(LISTENER, addr, Type::STREAM, Protocol::TCP)?;
     // Lets a restarted gateway bind while old connections sit in TIME_WAIT.
     socket
         .set_reuse_address(true)
@@ -108,22 +90,21 @@ fn bind_listener(addr: SocketAddr) -> Result<TcpListener, IngestError> {
     socket
         .set_nonblocking(true)
         .map_err(option_error(LISTENER, addr, "O_NONBLOCK"))?;
-    let bind_error = |source| IngestError::Bind {
-        listener: LISTENER,
-        address: addr.to_string(),
-        source,
-    };
-    socket.bind(&addr.into()).map_err(bind_error)?;
-    socket.listen(LISTEN_BACKLOG).map_err(bind_error)?;
-    TcpListener::from_std(socket.into()).map_err(bind_error)
+    socket
+        .bind(&addr.into())
+        .map_err(bind_error(LISTENER, addr))?;
+    socket
+        .listen(LISTEN_BACKLOG)
+        .map_err(bind_error(LISTENER, addr))?;
+    TcpListener::from_std(socket.into()).map_err(bind_error(LISTENER, addr))
 }
 
 async fn accept_loop<F: SinkFactory>(listener: TcpListener, factory: Arc<F>) {
     let counters = ConnectionCounters {
-        errors: metrics::counter!(names::TCP_CONNECTION_ERRORS),
-        too_long: metrics::counter!(names::TCP_TOO_LONG_LINES),
+        errors: catalog::TCP_CONNECTION_ERRORS.counter([]),
+        too_long: catalog::TCP_TOO_LONG_LINES.counter([]),
     };
-    let connections = metrics::counter!(names::TCP_CONNECTIONS);
+    let connections = catalog::TCP_CONNECTIONS.counter([]);
     // Owning the connection tasks here means aborting this task aborts them all.
     let mut tasks = JoinSet::new();
     loop {
@@ -135,7 +116,7 @@ async fn accept_loop<F: SinkFactory>(listener: TcpListener, factory: Arc<F>) {
                     tasks.spawn(serve_connection(stream, peer, sink, counters.clone()));
                 }
                 Err(err) => {
-                    if ACCEPT_ERROR_LOG.allow() {
+                    if ACCEPT_ERROR_LOG.allow().is_some() {
                         tracing::warn!(error = %err, "TCP accept failed");
                     }
                     // EMFILE and friends persist until a connection closes; do not spin.
@@ -172,7 +153,7 @@ async fn serve_connection<S: Sink>(
                 sink.flush();
                 if framed.is_err() {
                     counters.too_long.increment(1);
-                    if TOO_LONG_LOG.allow() {
+                    if TOO_LONG_LOG.allow().is_some() {
                         tracing::debug!(%peer, "closing TCP connection: line longer than {TCP_MAX_LINE} bytes");
                     }
                     return;
@@ -183,7 +164,7 @@ async fn serve_connection<S: Sink>(
                 // Go's ReadLine hands out a pending partial line before reporting the error.
                 framer.finish(&mut sink);
                 counters.errors.increment(1);
-                if CONNECTION_ERROR_LOG.allow() {
+                if CONNECTION_ERROR_LOG.allow().is_some() {
                     tracing::debug!(%peer, error = %err, "TCP read failed");
                 }
                 break;

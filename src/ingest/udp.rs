@@ -4,14 +4,20 @@
 //! The kernel spreads datagrams over the sockets by a hash of the sender's address and port, so
 //! one busy sender stays on one thread while many senders use them all.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Protocol, SockRef, Socket, Type};
 
-use super::batch::{BatchReceiver, LoopCounters, enable_drop_counter, run_receive_loop};
-use super::{IngestError, Listener, RECEIVE_TIMEOUT, SinkFactory, names, option_error};
+use super::batch::ReceiveThreads;
+use super::socket::{
+    bind_error, bind_with_ipv4_fallback, ip_socket, option_error, set_read_buffer,
+    set_receive_timeout,
+};
+use super::sys::enable_drop_counter;
+use super::{IngestError, Listener, SinkFactory};
+use crate::telemetry::catalog;
 
 const LISTENER: &str = "udp";
 
@@ -26,7 +32,7 @@ pub struct UdpOptions {
     pub sockets: usize,
     /// `SO_RCVBUF` in bytes for each socket; 0 (the default) leaves the system default. The
     /// kernel caps it at `net.core.rmem_max` (and doubles it for bookkeeping); the effective
-    /// value is logged.
+    /// value is logged and given by [`Listener::read_buffers`].
     pub read_buffer: usize,
     /// Datagrams taken per `recvmmsg` call. Default 32; must be at least 1. Each socket's
     /// thread preallocates `batch` × 65535 bytes.
@@ -70,17 +76,21 @@ pub fn start_udp<F: SinkFactory>(
         return Err(invalid("batch must be at least 1"));
     }
 
-    let first = bind_with_fallback(opts.addr, opts.read_buffer)?;
+    let bind = |addr| bind_socket(addr, opts.read_buffer);
+    let (first, first_buffer) = bind_with_ipv4_fallback(LISTENER, opts.addr, bind)?;
     let local_addr = first
         .local_addr()
         .ok()
         .and_then(|a| a.as_socket())
         .unwrap_or(opts.addr);
     let mut sockets = vec![first];
+    let mut read_buffers: Vec<usize> = first_buffer.into_iter().collect();
     for _ in 1..opts.sockets {
-        sockets.push(bind_socket(local_addr, opts.read_buffer)?);
+        let (socket, buffer) = bind_socket(local_addr, opts.read_buffer)?;
+        sockets.push(socket);
+        read_buffers.extend(buffer);
     }
-    tracing::info!(address = %local_addr, sockets = opts.sockets, "listening for statsd on UDP");
+    tracing::info!(address = %local_addr, sockets = opts.sockets, "accepting statsd over UDP");
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut listener = Listener {
@@ -89,125 +99,54 @@ pub fn start_udp<F: SinkFactory>(
         threads: Vec::with_capacity(opts.sockets),
         task: None,
         socket_path: None,
+        read_buffers,
     };
+    let threads = ReceiveThreads {
+        listener: LISTENER,
+        batch: opts.batch,
+        packets: &catalog::UDP_PACKETS,
+        drops: Some(&catalog::UDP_PACKET_DROPS),
+    };
+    let address = local_addr.to_string();
     for (index, socket) in sockets.into_iter().enumerate() {
-        let name = format!("statsgate-udp-{index}");
-        let stop = Arc::clone(&stop);
-        let batch = opts.batch;
         // Made here rather than in the thread so every sink exists when start_udp returns.
-        let mut sink = factory.make_sink();
-        let spawned = std::thread::Builder::new()
-            .name(name.clone())
-            .spawn(move || {
-                let mut receiver = BatchReceiver::new(batch, true);
-                // Handles are made once per thread; incrementing them is a relaxed atomic add.
-                let counters = LoopCounters {
-                    packets: metrics::counter!(names::UDP_PACKETS),
-                    drops: Some(metrics::counter!(names::UDP_PACKET_DROPS)),
-                };
-                run_receive_loop(
-                    &socket,
-                    &mut sink,
-                    &mut receiver,
-                    &counters,
-                    &stop,
-                    LISTENER,
-                );
-            });
-        match spawned {
-            Ok(handle) => listener.threads.push(handle),
-            // Dropping `listener` stops and joins the threads already started.
-            Err(source) => {
-                return Err(IngestError::Spawn {
-                    name,
-                    address: local_addr.to_string(),
-                    source,
-                });
-            }
-        }
+        let sink = factory.make_sink();
+        let name = format!("statsgate-udp-{index}");
+        // On error, dropping `listener` stops and joins the threads already started.
+        let thread = threads.spawn(name, &address, socket, sink, Arc::clone(&stop))?;
+        listener.threads.push(thread);
     }
     Ok(listener)
 }
 
-/// Binds `addr`; the all-interfaces IPv6 address falls back to IPv4 on hosts without IPv6.
-fn bind_with_fallback(addr: SocketAddr, read_buffer: usize) -> Result<Socket, IngestError> {
-    match bind_socket(addr, read_buffer) {
-        Err(IngestError::Socket { source, .. }) | Err(IngestError::Bind { source, .. })
-            if is_unspecified_v6(addr) && ipv6_unavailable(&source) =>
-        {
-            tracing::info!(error = %source, "IPv6 unavailable; listening for UDP on IPv4 only");
-            bind_socket(
-                SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), addr.port()),
-                read_buffer,
-            )
-        }
-        other => other,
-    }
-}
-
-pub(crate) fn is_unspecified_v6(addr: SocketAddr) -> bool {
-    matches!(addr, SocketAddr::V6(v6) if v6.ip().is_unspecified())
-}
-
-pub(crate) fn ipv6_unavailable(err: &std::io::Error) -> bool {
-    matches!(
-        err.raw_os_error(),
-        Some(libc::EAFNOSUPPORT) | Some(libc::EADDRNOTAVAIL) | Some(libc::EPROTONOSUPPORT)
-    )
-}
-
-fn bind_socket(addr: SocketAddr, read_buffer: usize) -> Result<Socket, IngestError> {
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).map_err(
-        |source| IngestError::Socket {
-            listener: LISTENER,
-            address: addr.to_string(),
-            source,
-        },
-    )?;
-    if is_unspecified_v6(addr) {
-        // One socket for IPv4 and IPv6 clients, like Go's wildcard listen.
-        socket
-            .set_only_v6(false)
-            .map_err(option_error(LISTENER, addr, "IPV6_V6ONLY"))?;
-    }
+/// A `SO_REUSEPORT` UDP socket bound to `addr`, with the drop counter on; also the
+/// `SO_RCVBUF` it got when `read_buffer` asked for one.
+fn bind_socket(
+    addr: SocketAddr,
+    read_buffer: usize,
+) -> Result<(Socket, Option<usize>), IngestError> {
+    let socket = ip_socket(LISTENER, addr, Type::DGRAM, Protocol::UDP)?;
     socket
         .set_reuse_port(true)
         .map_err(option_error(LISTENER, addr, "SO_REUSEPORT"))?;
-    if read_buffer > 0 {
-        socket
-            .set_recv_buffer_size(read_buffer)
-            .map_err(option_error(LISTENER, addr, "SO_RCVBUF"))?;
-        match socket.recv_buffer_size() {
-            Ok(effective) => tracing::info!(
-                address = %addr,
-                requested = read_buffer,
-                effective,
-                "UDP receive buffer set (the kernel doubles the request and caps it at net.core.rmem_max)"
-            ),
-            Err(err) => tracing::warn!(address = %addr, error = %err, "cannot read back SO_RCVBUF"),
-        }
-    }
-    socket
-        .set_read_timeout(Some(RECEIVE_TIMEOUT))
-        .map_err(option_error(LISTENER, addr, "SO_RCVTIMEO"))?;
+    let address = addr.to_string();
+    let read_buffer = set_read_buffer(SockRef::from(&socket), LISTENER, &address, read_buffer)?;
+    set_receive_timeout(SockRef::from(&socket), LISTENER, &address)?;
     if let Err(err) = enable_drop_counter(&socket) {
         // Not fatal: only the drop counter is lost.
         tracing::warn!(address = %addr, error = %err, "cannot enable SO_RXQ_OVFL; kernel drops will not be counted");
     }
     socket
         .bind(&addr.into())
-        .map_err(|source| IngestError::Bind {
-            listener: LISTENER,
-            address: addr.to_string(),
-            source,
-        })?;
-    Ok(socket)
+        .map_err(bind_error(LISTENER, addr))?;
+    Ok((socket, read_buffer))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ingest::Sink;
+    use crate::ingest::socket::granted_read_buffer;
     use std::sync::Mutex;
     use std::time::{Duration, Instant};
 
@@ -298,9 +237,20 @@ mod tests {
 
     #[test]
     fn read_buffer_is_applied() {
-        let mut opts = options(1);
+        let mut opts = options(2);
         opts.read_buffer = 1 << 16;
         let listener = start_udp(&opts, Arc::new(Arc::new(Recorded::default()))).unwrap();
+        let want = granted_read_buffer(opts.read_buffer);
+        assert_eq!(listener.read_buffers(), [want, want]);
+        listener.shutdown();
+
+        opts.read_buffer = 0;
+        let listener = start_udp(&opts, Arc::new(Arc::new(Recorded::default()))).unwrap();
+        assert_eq!(
+            listener.read_buffers(),
+            [] as [usize; 0],
+            "system default kept"
+        );
         listener.shutdown();
     }
 

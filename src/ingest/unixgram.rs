@@ -6,8 +6,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use super::batch::{BatchReceiver, LoopCounters, run_receive_loop};
-use super::{IngestError, Listener, RECEIVE_TIMEOUT, SinkFactory, names, option_error};
+use socket2::SockRef;
+
+use super::batch::ReceiveThreads;
+use super::socket::{bind_error, set_read_buffer, set_receive_timeout};
+use super::{IngestError, Listener, SinkFactory};
+use crate::telemetry::catalog;
 
 const LISTENER: &str = "unixgram";
 
@@ -40,11 +44,7 @@ pub fn start_unixgram<F: SinkFactory>(
     if std::fs::symlink_metadata(&path).is_ok() {
         return Err(IngestError::PathExists { path });
     }
-    let socket = UnixDatagram::bind(&path).map_err(|source| IngestError::Bind {
-        listener: LISTENER,
-        address: shown.clone(),
-        source,
-    })?;
+    let socket = UnixDatagram::bind(&path).map_err(bind_error(LISTENER, &shown))?;
     // From here on the file exists; remove it on every error path.
     let guard = RemoveOnError(Some(path.clone()));
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(opts.mode)).map_err(
@@ -54,58 +54,28 @@ pub fn start_unixgram<F: SinkFactory>(
             source,
         },
     )?;
-    if opts.read_buffer > 0 {
-        let sock = socket2::SockRef::from(&socket);
-        sock.set_recv_buffer_size(opts.read_buffer)
-            .map_err(option_error(LISTENER, &shown, "SO_RCVBUF"))?;
-        match sock.recv_buffer_size() {
-            Ok(effective) => tracing::info!(
-                path = %shown,
-                requested = opts.read_buffer,
-                effective,
-                "unixgram receive buffer set"
-            ),
-            Err(err) => tracing::warn!(path = %shown, error = %err, "cannot read back SO_RCVBUF"),
-        }
-    }
-    socket
-        .set_read_timeout(Some(RECEIVE_TIMEOUT))
-        .map_err(option_error(LISTENER, &shown, "SO_RCVTIMEO"))?;
+    let read_buffer = set_read_buffer(SockRef::from(&socket), LISTENER, &shown, opts.read_buffer)?;
+    set_receive_timeout(SockRef::from(&socket), LISTENER, &shown)?;
 
     let stop = Arc::new(AtomicBool::new(false));
-    let thread_stop = Arc::clone(&stop);
+    let threads = ReceiveThreads {
+        listener: LISTENER,
+        batch: UNIXGRAM_BATCH,
+        packets: &catalog::UNIXGRAM_PACKETS,
+        drops: None,
+    };
     let name = "statsgate-unixgram".to_owned();
-    let mut sink = factory.make_sink();
-    let handle = std::thread::Builder::new()
-        .name(name.clone())
-        .spawn(move || {
-            let mut receiver = BatchReceiver::new(UNIXGRAM_BATCH, false);
-            let counters = LoopCounters {
-                packets: metrics::counter!(names::UNIXGRAM_PACKETS),
-                drops: None,
-            };
-            run_receive_loop(
-                &socket,
-                &mut sink,
-                &mut receiver,
-                &counters,
-                &thread_stop,
-                LISTENER,
-            );
-        })
-        .map_err(|source| IngestError::Spawn {
-            name,
-            address: shown.clone(),
-            source,
-        })?;
+    let sink = factory.make_sink();
+    let handle = threads.spawn(name, &shown, socket, sink, Arc::clone(&stop))?;
     guard.disarm();
-    tracing::info!(path = %shown, mode = format_args!("{:o}", opts.mode), "listening for statsd on unixgram");
+    tracing::info!(path = %shown, mode = format_args!("{:o}", opts.mode), "accepting statsd over unixgram");
     Ok(Listener {
         local_addr: None,
         stop,
         threads: vec![handle],
         task: None,
         socket_path: Some(path),
+        read_buffers: read_buffer.into_iter().collect(),
     })
 }
 
@@ -136,6 +106,7 @@ fn remove_quietly(path: &Path) {
 mod tests {
     use super::*;
     use crate::ingest::Sink;
+    use crate::ingest::socket::granted_read_buffer;
     use std::sync::Mutex;
     use std::time::{Duration, Instant};
 
@@ -177,6 +148,10 @@ mod tests {
         let listener = start_unixgram(&opts, Arc::new(Factory(Arc::clone(&received)))).unwrap();
         let mode = std::fs::metadata(&opts.path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(
+            listener.read_buffers(),
+            [granted_read_buffer(opts.read_buffer)]
+        );
         let client = UnixDatagram::unbound().unwrap();
         client.send_to(b"a:1|c\nb:2|c", &opts.path).unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);

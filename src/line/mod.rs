@@ -100,36 +100,27 @@ impl StatType {
     }
 }
 
-/// Why a line or a sample was rejected. The variant names are the `reason` label values of
-/// `statsd_exporter_sample_errors_total`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+/// Why a line or a sample was rejected. [`SampleError::reason`] is both the `reason` label
+/// value of `statsd_exporter_sample_errors_total` and the error's text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SampleError {
     /// No `:`, empty name, or not valid UTF-8.
-    #[error("malformed_line")]
     MalformedLine,
     /// Name-embedded tags and DogStatsD tags on one line.
-    #[error("mixed_tagging_styles")]
     MixedTaggingStyles,
     /// Fewer than two `|`-separated parts after the colon.
-    #[error("not_enough_parts_after_colon")]
     NotEnoughPartsAfterColon,
     /// DogStatsD extended aggregation (`a:1:2|x`) on a type other than ms/h/d.
-    #[error("invalid_extended_aggregate_type")]
     InvalidExtendedAggregateType,
     /// Too few or too many components, or an empty one.
-    #[error("malformed_component")]
     MalformedComponent,
     /// The value is not a float.
-    #[error("malformed_value")]
     MalformedValue,
     /// A bad `@rate`, or an unknown component.
-    #[error("invalid_sample_factor")]
     InvalidSampleFactor,
     /// `|c` without `:id`, or with an empty id.
-    #[error("malformed_container_id")]
     MalformedContainerId,
     /// An unknown or unsupported type letter (`s` included).
-    #[error("illegal_event")]
     IllegalEvent,
 }
 
@@ -167,6 +158,14 @@ impl SampleError {
         }
     }
 }
+
+impl std::fmt::Display for SampleError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.reason())
+    }
+}
+
+impl std::error::Error for SampleError {}
 
 /// Counters a parse produces, accumulated by the caller over a batch and published once
 /// (so the hot path touches no shared cache line per line).
@@ -273,7 +272,7 @@ pub struct Tags<'a> {
 impl<'a> Tags<'a> {
     /// Decodes every tag in a fixed order (name-embedded tags, then DogStatsD tags, then
     /// `container_id`), calling `f(key, value)` for each valid one. Keys are escaped with
-    /// [`crate::naming::escape_metric_name`]; values are passed as sent. A later duplicate key
+    /// [`crate::mapping::naming::escape_metric_name`]; values are passed as sent. A later duplicate key
     /// must overwrite an earlier one: that is the caller's job.
     pub fn decode(&self, f: impl FnMut(Cow<'a, str>, &'a str)) -> TagCounts {
         tags::decode(self, f)

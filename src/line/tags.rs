@@ -6,7 +6,7 @@
 //! so a parse and a later decode can never disagree.
 
 use super::{Dialects, TagCounts, Tags};
-use crate::naming::escape_metric_name;
+use crate::mapping::naming::escape_metric_name;
 use std::borrow::Cow;
 
 /// The name section cut into the metric and its embedded tag list.

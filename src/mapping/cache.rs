@@ -7,6 +7,7 @@
 
 use super::{CacheKind, Mapping};
 use crate::line::EventKind;
+use crate::telemetry::catalog;
 use std::borrow::Borrow;
 use std::hash::{Hash, Hasher};
 use std::num::NonZeroUsize;
@@ -95,9 +96,9 @@ impl LookupCache {
     /// A cache of `size` entries (at least one).
     pub(crate) fn new(size: NonZeroUsize, kind: CacheKind) -> LookupCache {
         let metrics = CacheMetrics {
-            length: metrics::gauge!("statsd_metric_mapper_cache_length"),
-            gets: metrics::counter!("statsd_metric_mapper_cache_gets_total"),
-            hits: metrics::counter!("statsd_metric_mapper_cache_hits_total"),
+            length: catalog::CACHE_LENGTH.gauge([]),
+            gets: catalog::CACHE_GETS.counter([]),
+            hits: catalog::CACHE_HITS.counter([]),
         };
         metrics.length.set(0.0);
         let store = match kind {

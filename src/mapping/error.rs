@@ -29,15 +29,16 @@ impl fmt::Display for ErrorLocation {
     }
 }
 
-/// A mapping file that cannot be loaded. Any error rejects the whole file, so a reload keeps
-/// the previous configuration. The variant names are the reasons a reload failure is counted
-/// under.
+/// A mapping file that cannot be loaded, one variant per cause. Any error rejects the whole
+/// file, so a reload keeps the previous configuration. Reloads are counted by outcome only
+/// (`statsd_exporter_config_reloads_total{outcome="failure"}`); the variant shows in the log
+/// line and in the answer to `/-/reload`.
 #[derive(Debug, thiserror::Error)]
 pub enum MappingError {
     /// The file could not be read.
     #[error("{}: {source}", path.display())]
     Read {
-        /// The file.
+        /// The mapping file's path, as given.
         path: PathBuf,
         /// The I/O error.
         source: std::io::Error,
@@ -45,7 +46,7 @@ pub enum MappingError {
     /// Not valid YAML, or a value of the wrong type.
     #[error("{at}{detail}")]
     Syntax {
-        /// Where.
+        /// The line and key path of the offending value.
         at: ErrorLocation,
         /// The parser's description.
         detail: String,
@@ -53,7 +54,7 @@ pub enum MappingError {
     /// A key the schema does not know (`yaml.UnmarshalStrict` rejects these too).
     #[error("{at}{detail}")]
     UnknownKey {
-        /// Where.
+        /// The line and key path of the offending value.
         at: ErrorLocation,
         /// Which key, and the expected ones.
         detail: String,
@@ -62,24 +63,24 @@ pub enum MappingError {
     /// use `observer_type`, `histogram_options` and `summary_options`.
     #[error("{at}{detail} (legacy key; use observer_type, summary_options or histogram_options)")]
     LegacyKey {
-        /// Where.
+        /// The line and key path of the offending value.
         at: ErrorLocation,
-        /// Which key.
+        /// The parser's message, naming the key.
         detail: String,
     },
     /// The same key twice in one map.
     #[error("{at}{detail}")]
     DuplicateKey {
-        /// Where.
+        /// The line and key path of the offending value.
         at: ErrorLocation,
-        /// Which key.
+        /// The parser's message, naming the key.
         detail: String,
     },
     /// An enumerated value (`observer_type`, `match_type`, `action`, `match_metric_type`) that
     /// is not one of its allowed spellings.
     #[error("{at}{detail}")]
     InvalidEnum {
-        /// Where.
+        /// The line and key path of the offending value.
         at: ErrorLocation,
         /// The value and the allowed ones.
         detail: String,
@@ -88,7 +89,7 @@ pub enum MappingError {
     /// in statsd_exporter).
     #[error("{at}invalid label name {name:?}")]
     InvalidLabelName {
-        /// Where.
+        /// The line and key path of the offending value.
         at: ErrorLocation,
         /// The offending key.
         name: String,
@@ -96,37 +97,37 @@ pub enum MappingError {
     /// A mapping without `name`, or with an empty one.
     #[error("{at}metric mapping didn't set a metric name")]
     MissingName {
-        /// Where.
+        /// The line and key path of the offending value.
         at: ErrorLocation,
     },
     /// A mapping without `match`.
     #[error("{at}metric mapping didn't set a match")]
     MissingMatch {
-        /// Where.
+        /// The line and key path of the offending value.
         at: ErrorLocation,
     },
     /// A `name` template outside `^([a-zA-Z_]|\$\{?\d+\}?)([a-zA-Z0-9_]|\$\{?\d+\}?)*$`.
     #[error("{at}invalid metric name template {name:?}")]
     InvalidNameTemplate {
-        /// Where.
+        /// The line and key path of the offending value.
         at: ErrorLocation,
-        /// The template.
+        /// The template as written.
         name: String,
     },
     /// A glob that is not dot-separated words and whole-segment `*`s.
     #[error("{at}invalid glob match {pattern:?}")]
     InvalidGlob {
-        /// Where.
+        /// The line and key path of the offending value.
         at: ErrorLocation,
-        /// The pattern.
+        /// The glob as written.
         pattern: String,
     },
     /// A regex that does not compile.
     #[error("{at}invalid regex {pattern:?}: {reason}")]
     InvalidRegex {
-        /// Where.
+        /// The line and key path of the offending value.
         at: ErrorLocation,
-        /// The pattern.
+        /// The regex as written.
         pattern: String,
         /// The compiler's message.
         reason: String,
@@ -134,15 +135,15 @@ pub enum MappingError {
     /// A Go duration that does not parse (`"1m30s"`, `"500ms"` and `"2h"` do).
     #[error("{at}{detail}")]
     InvalidDuration {
-        /// Where.
+        /// The line and key path of the offending value.
         at: ErrorLocation,
-        /// The value.
+        /// The value as written, and why it does not parse.
         detail: String,
     },
     /// `summary_options` on a histogram mapping or `histogram_options` on a summary one.
     #[error("{at}{detail}")]
     ObserverOptionsMismatch {
-        /// Where.
+        /// The line and key path of the offending value.
         at: ErrorLocation,
         /// Which options clash with which type.
         detail: String,
@@ -150,9 +151,9 @@ pub enum MappingError {
     /// Histogram buckets that are not strictly increasing, or not numbers.
     #[error("{at}{detail}")]
     InvalidBuckets {
-        /// Where.
+        /// The line and key path of the offending value.
         at: ErrorLocation,
-        /// Why.
+        /// The buckets, and what is wrong with them.
         detail: String,
     },
 }

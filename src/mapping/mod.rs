@@ -1,5 +1,7 @@
-//! Maps statsd names to Prometheus names and labels: statsd_exporter's mapping file (glob
-//! automaton, regex rules, templates, cache) and the built-in profiles.
+//! Maps statsd names to Prometheus names and labels: statsd_exporter's mapping file (schema
+//! and checks in `config/`, glob automaton, regex rules, templates, cache), the Prometheus
+//! naming rules ([`naming`]), the built-in profiles ([`profile`]) and the mapper in force
+//! ([`LiveMapper`]).
 //!
 //! A [`Mapper`] is immutable once built; a reload builds a new one (with a new, empty cache)
 //! and swaps it in, so a failed reload leaves the running one untouched. See
@@ -7,12 +9,17 @@
 
 mod cache;
 mod config;
-pub mod envoy;
 mod error;
 mod glob;
+mod live;
+pub mod naming;
+pub mod profile;
 mod template;
 
+pub use config::parse_go_duration;
 pub use error::{ErrorLocation, MappingError};
+pub use live::LiveMapper;
+pub use profile::{Profile, ProfileError};
 
 use crate::line::EventKind;
 use crate::store::options::ObserverOptions;
@@ -21,7 +28,6 @@ use config::{CheckedRule, MatchType};
 use glob::GlobAutomaton;
 use std::num::NonZeroUsize;
 use std::path::Path;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 use template::{GlobTemplate, RegexTemplate};
@@ -51,22 +57,6 @@ pub enum CacheKind {
     Lru,
     /// A random entry is evicted; hits take only a read lock.
     Random,
-}
-
-/// A `--statsd.cache-type` value that is neither `lru` nor `random`.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid cache type {0:?}, expected \"lru\" or \"random\"")]
-pub struct InvalidCacheKind(String);
-
-impl FromStr for CacheKind {
-    type Err = InvalidCacheKind;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "lru" => Ok(CacheKind::Lru),
-            "random" => Ok(CacheKind::Random),
-            other => Err(InvalidCacheKind(other.to_string())),
-        }
-    }
 }
 
 /// The file's `defaults` block, resolved: what unmapped events use.
@@ -104,7 +94,7 @@ pub enum Action {
 pub struct Mapping {
     /// Map or drop.
     pub action: Action,
-    /// The expanded name template, not escaped (the store escapes).
+    /// The expanded name template, not escaped (the profile escapes it).
     pub name: String,
     /// The expanded label templates, in file order.
     pub labels: Vec<(String, String)>,

@@ -216,13 +216,6 @@ fn load_file_errors_name_the_file() {
 }
 
 #[test]
-fn cache_kind_parses() {
-    assert_eq!("lru".parse::<CacheKind>().unwrap(), CacheKind::Lru);
-    assert_eq!("random".parse::<CacheKind>().unwrap(), CacheKind::Random);
-    assert!("fifo".parse::<CacheKind>().is_err());
-}
-
-#[test]
 fn mapper_is_send_and_sync() {
     fn check<T: Send + Sync>() {}
     check::<Mapper>();

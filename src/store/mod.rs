@@ -3,7 +3,7 @@
 //! Layout: families are spread over shards by name hash, each shard a `RwLock` around a
 //! hash map; a family holds its series ordered by sorted labels (`index.rs`), so scrapes
 //! come out sorted without a sort. The hot path does not touch any of these locks: the
-//! pipeline keeps per-thread handles ([`SeriesRef`]) and updates a series through atomics
+//! workers keep per-thread handles ([`SeriesRef`]) and update a series through atomics
 //! (a summary through its own small mutex). Locks are taken only to create a series, to
 //! scrape and to expire.
 //!
@@ -25,6 +25,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 pub use clock::CoarseClock;
+
+use crate::telemetry::catalog;
 use index::SeriesIndex;
 pub use options::{HistogramOptions, Objective, ObserverOptions, SummaryOptions, TextStyle};
 pub use series::Series;
@@ -39,13 +41,13 @@ pub type Labels = Arc<[(Box<str>, Box<str>)]>;
 /// The Prometheus type of a family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FamilyType {
-    /// A counter.
+    /// A running total of `c` events.
     Counter,
-    /// A gauge.
+    /// The last value set by `g` events (or moved by relative ones).
     Gauge,
-    /// A summary.
+    /// Quantiles over a sliding window, with `_sum` and `_count`.
     Summary,
-    /// A histogram.
+    /// Cumulative `_bucket`s, with `_sum` and `_count`.
     Histogram,
 }
 
@@ -59,23 +61,14 @@ impl FamilyType {
             FamilyType::Histogram => "histogram",
         }
     }
-
-    /// The value of `statsd_exporter_events_conflict_total{type}` for an event of this type.
-    pub fn event_type(self) -> &'static str {
-        match self {
-            FamilyType::Counter => "counter",
-            FamilyType::Gauge => "gauge",
-            FamilyType::Summary | FamilyType::Histogram => "observer",
-        }
-    }
 }
 
 /// What a new series should be.
 #[derive(Clone, Copy, Debug)]
 pub enum SeriesKind<'a> {
-    /// A counter.
+    /// A counter, for `c` events.
     Counter,
-    /// A gauge.
+    /// A gauge, for `g` events.
     Gauge,
     /// A summary or histogram, as the options say.
     Observer(&'a ObserverOptions),
@@ -159,7 +152,7 @@ impl Family {
         self.help.as_deref().unwrap_or(DEFAULT_HELP)
     }
 
-    /// The type.
+    /// Counter, gauge, summary or histogram: fixed by the family's first series.
     pub fn family_type(&self) -> FamilyType {
         self.family_type
     }
@@ -174,7 +167,7 @@ impl Family {
         self.observer.as_ref()
     }
 
-    /// Number of series.
+    /// How many series the family holds now (takes its read lock).
     pub fn len(&self) -> usize {
         read(&self.series).len()
     }
@@ -213,7 +206,7 @@ impl Family {
     }
 }
 
-/// Store-wide options.
+/// How a [`Store`] is built.
 #[derive(Clone, Debug)]
 pub struct StoreOptions {
     /// Number of shards for the family index (rounded up to a power of two).
@@ -233,7 +226,8 @@ impl Default for StoreOptions {
 
 type Shard = RwLock<hashbrown::HashMap<Arc<str>, Arc<Family>, foldhash::fast::RandomState>>;
 
-/// All series.
+/// Every family and series, sharded by family name; shared by the workers, the scrape and
+/// the maintenance thread.
 #[derive(Debug)]
 pub struct Store {
     shards: Box<[Shard]>,
@@ -531,23 +525,55 @@ impl Store {
     }
 }
 
-/// Keeps the coarse clock moving and expires series: ticks every 100 ms, expires once a
-/// second (statsd_exporter's TTL ticker period), until `stop` is set.
-pub fn run_maintenance(store: &Store, stop: &std::sync::atomic::AtomicBool) {
-    let expired = metrics::counter!("statsgate_series_expired_total");
-    let series = metrics::gauge!("statsgate_series");
+/// The store's maintenance thread (`statsgate-maint`): keeps the coarse clock moving
+/// (every 100 ms) and, once a second (statsd_exporter's TTL ticker period), expires series
+/// and publishes `statsgate_series`, `statsgate_series_expired_total` and
+/// `statsd_exporter_metrics_total`. Dropping it stops and joins the thread.
+#[must_use = "dropping Maintenance stops it"]
+#[derive(Debug)]
+pub struct Maintenance {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Maintenance {
+    /// Starts the thread for `store`.
+    pub fn start(store: Arc<Store>) -> std::io::Result<Maintenance> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("statsgate-maint".into())
+                .spawn(move || run_maintenance(&store, &stop))?
+        };
+        Ok(Maintenance {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Maintenance {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the store maintenance thread panicked");
+        }
+    }
+}
+
+fn run_maintenance(store: &Store, stop: &AtomicBool) {
+    let expired = catalog::SERIES_EXPIRED.counter([]);
+    let series = catalog::SERIES.gauge([]);
     let by_type = [
         FamilyType::Counter,
         FamilyType::Gauge,
         FamilyType::Summary,
         FamilyType::Histogram,
     ]
-    .map(|t| {
-        (
-            t,
-            metrics::gauge!("statsd_exporter_metrics_total", "type" => t.as_str()),
-        )
-    });
+    .map(|t| (t, catalog::METRICS.gauge([t.as_str().into()])));
     let mut ticks = 0u64;
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));

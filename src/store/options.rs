@@ -53,7 +53,7 @@ pub const DEFAULT_BUCKETS: [f64; 11] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// Histogram options.
+/// A histogram's bucket layout.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HistogramOptions {
     /// Upper bounds, strictly increasing, without `+Inf` (which is always present).
@@ -61,7 +61,7 @@ pub struct HistogramOptions {
 }
 
 impl HistogramOptions {
-    /// Buckets written the way client_golang writes them.
+    /// A histogram with these upper bounds (strictly increasing, `+Inf` left out).
     pub fn with_buckets(buckets: Vec<f64>) -> Self {
         HistogramOptions { buckets }
     }
@@ -92,7 +92,7 @@ pub enum TextStyle {
 pub enum ObserverOptions {
     /// A summary (statsd_exporter's default).
     Summary(SummaryOptions),
-    /// A histogram.
+    /// Cumulative buckets (`observer_type: histogram`).
     Histogram(HistogramOptions),
 }
 

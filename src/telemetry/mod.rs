@@ -1,149 +1,31 @@
 //! The gateway's own metrics, under statsd_exporter's names so existing dashboards and
 //! alerts keep working, plus `process_*` and statsgate's own additions (`statsgate_*`).
+//! [`catalog`] defines every one of them.
 //!
 //! Recorded through the `metrics` facade into `metrics-exporter-prometheus`, rendered after
 //! the user's series on every scrape. Hot-path stages never look a counter up per event:
 //! they hold [`metrics::Counter`] handles and add once per receive batch.
 
+pub mod catalog;
 mod process;
 
-use metrics::{Unit, describe_counter, describe_gauge};
+use metrics::{describe_counter, describe_gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-/// HELP texts of every self-metric, statsd_exporter's wording where it has one.
-const COUNTERS: &[(&str, &str)] = &[
-    (
-        "statsd_exporter_events_total",
-        "The total number of StatsD events seen.",
-    ),
-    (
-        "statsd_exporter_events_conflict_total",
-        "The total number of StatsD events with conflicting names.",
-    ),
-    (
-        "statsd_exporter_events_error_total",
-        "The total number of StatsD events discarded due to errors.",
-    ),
-    (
-        "statsd_exporter_events_unmapped_total",
-        "The total number of StatsD events no mapping was found for.",
-    ),
-    (
-        "statsd_exporter_events_actions_total",
-        "The total number of StatsD events by action.",
-    ),
-    (
-        "statsd_exporter_udp_packets_total",
-        "The total number of StatsD packets received over UDP.",
-    ),
-    (
-        "statsd_exporter_udp_packet_drops_total",
-        "The total number of StatsD packets dropped by the kernel's UDP receive buffer (SO_RXQ_OVFL).",
-    ),
-    (
-        "statsd_exporter_tcp_connections_total",
-        "The total number of TCP connections handled.",
-    ),
-    (
-        "statsd_exporter_tcp_connection_errors_total",
-        "The number of errors encountered reading from TCP.",
-    ),
-    (
-        "statsd_exporter_tcp_too_long_lines_total",
-        "The number of lines discarded due to being too long.",
-    ),
-    (
-        "statsd_exporter_unixgram_packets_total",
-        "The total number of StatsD packets received over unixgram.",
-    ),
-    (
-        "statsd_exporter_lines_total",
-        "The total number of StatsD lines received.",
-    ),
-    (
-        "statsd_exporter_samples_total",
-        "The total number of StatsD samples received.",
-    ),
-    (
-        "statsd_exporter_sample_errors_total",
-        "The total number of errors parsing StatsD samples.",
-    ),
-    (
-        "statsd_exporter_tags_total",
-        "The total number of DogStatsD tags processed.",
-    ),
-    (
-        "statsd_exporter_tag_errors_total",
-        "The number of errors parsing DogStatsD tags.",
-    ),
-    (
-        "statsd_exporter_config_reloads_total",
-        "The number of configuration reloads.",
-    ),
-    (
-        "statsd_exporter_relay_packets_total",
-        "The number of StatsD packets relayed.",
-    ),
-    (
-        "statsd_exporter_relay_long_lines_total",
-        "The number lines that were too long to relay.",
-    ),
-    (
-        "statsd_exporter_relay_lines_relayed_total",
-        "The number of lines that were buffered to be relayed.",
-    ),
-    (
-        "statsd_metric_mapper_cache_gets_total",
-        "The count of total metric cache gets.",
-    ),
-    (
-        "statsd_metric_mapper_cache_hits_total",
-        "The count of total metric cache hits.",
-    ),
-    (
-        "statsgate_labels_dropped_total",
-        "Tags dropped because their name is reserved by Prometheus (__*), or is le on a histogram or quantile on a summary.",
-    ),
-    (
-        "statsgate_series_expired_total",
-        "Series removed because their TTL ran out.",
-    ),
-];
-
-const GAUGES: &[(&str, &str)] = &[
-    (
-        "statsd_exporter_loaded_mappings",
-        "The current number of configured metric mappings.",
-    ),
-    (
-        "statsd_exporter_metrics_total",
-        "The total number of metrics.",
-    ),
-    (
-        "statsd_metric_mapper_cache_length",
-        "The count of unique metrics currently cached.",
-    ),
-    (
-        "statsd_exporter_build_info",
-        "A metric with a constant '1' value labeled by version, revision, branch, goversion from which statsd_exporter was built, and the goos and goarch for the build.",
-    ),
-    ("statsgate_series", "The number of series currently held."),
-];
+use catalog::Kind;
 
 /// Every family name the telemetry may write; the store refuses user series that would
 /// collide with them, so a scrape never holds one name twice.
 pub fn reserved_names() -> Vec<String> {
-    let mut v: Vec<String> = COUNTERS
+    catalog::RECORDED
         .iter()
-        .chain(GAUGES.iter())
-        .map(|(n, _)| n.to_string())
-        .collect();
-    v.extend(process::NAMES.iter().map(|n| n.to_string()));
-    v
+        .chain(catalog::PROCESS)
+        .map(|e| e.name.to_string())
+        .collect()
 }
 
-/// The installed recorder.
-#[derive(Clone)]
+/// The installed recorder, for rendering the self-metrics on a scrape.
+#[derive(Clone, Debug)]
 pub struct Telemetry {
     handle: PrometheusHandle,
 }
@@ -154,27 +36,28 @@ pub struct Telemetry {
 pub struct TelemetryError(String);
 
 impl Telemetry {
-    /// Installs the process-wide recorder and describes every self-metric.
+    /// Installs the process-wide recorder, describes every self-metric and sets
+    /// `statsd_exporter_build_info`.
     pub fn install() -> Result<Telemetry, TelemetryError> {
         let recorder = PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
         metrics::set_global_recorder(recorder).map_err(|e| TelemetryError(e.to_string()))?;
-        for (name, help) in COUNTERS {
-            describe_counter!(*name, Unit::Count, *help);
+        for family in catalog::RECORDED {
+            match family.kind {
+                Kind::Counter => describe_counter!(family.name, family.help),
+                Kind::Gauge => describe_gauge!(family.name, family.help),
+            }
         }
-        for (name, help) in GAUGES {
-            describe_gauge!(*name, *help);
-        }
-        metrics::gauge!(
-            "statsd_exporter_build_info",
-            "version" => env!("CARGO_PKG_VERSION"),
-            "revision" => "",
-            "branch" => "",
-            "goversion" => "",
-            "goos" => std::env::consts::OS,
-            "goarch" => std::env::consts::ARCH,
-        )
-        .set(1.0);
+        catalog::BUILD_INFO
+            .gauge([
+                env!("CARGO_PKG_VERSION").into(),
+                "".into(),
+                "".into(),
+                "".into(),
+                std::env::consts::OS.into(),
+                std::env::consts::ARCH.into(),
+            ])
+            .set(1.0);
         Ok(Telemetry { handle })
     }
 

@@ -2,14 +2,10 @@
 
 use std::fmt::Write as _;
 
-pub(super) const NAMES: &[&str] = &[
-    "process_cpu_seconds_total",
-    "process_open_fds",
-    "process_max_fds",
-    "process_virtual_memory_bytes",
-    "process_resident_memory_bytes",
-    "process_start_time_seconds",
-];
+use super::catalog::{
+    Family, PROCESS_CPU_SECONDS, PROCESS_MAX_FDS, PROCESS_OPEN_FDS, PROCESS_RESIDENT_MEMORY,
+    PROCESS_START_TIME, PROCESS_VIRTUAL_MEMORY,
+};
 
 struct Stat {
     cpu_seconds: f64,
@@ -53,7 +49,8 @@ fn max_fds() -> Option<f64> {
     (rc == 0).then_some(r.rlim_cur as f64)
 }
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str, value: f64) {
+fn family(out: &mut String, family: &Family<0>, value: f64) {
+    let (name, help, kind) = (family.name, family.help, family.kind.as_str());
     let _ = write!(
         out,
         "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
@@ -62,52 +59,16 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str, value: f64) {
 
 pub(super) fn render(out: &mut String) {
     if let Some(s) = read_stat() {
-        family(
-            out,
-            "process_cpu_seconds_total",
-            "counter",
-            "Total user and system CPU time spent in seconds.",
-            s.cpu_seconds,
-        );
-        family(
-            out,
-            "process_resident_memory_bytes",
-            "gauge",
-            "Resident memory size in bytes.",
-            s.rss_bytes,
-        );
-        family(
-            out,
-            "process_start_time_seconds",
-            "gauge",
-            "Start time of the process since unix epoch in seconds.",
-            s.start_time,
-        );
-        family(
-            out,
-            "process_virtual_memory_bytes",
-            "gauge",
-            "Virtual memory size in bytes.",
-            s.vsize,
-        );
+        family(out, &PROCESS_CPU_SECONDS, s.cpu_seconds);
+        family(out, &PROCESS_RESIDENT_MEMORY, s.rss_bytes);
+        family(out, &PROCESS_START_TIME, s.start_time);
+        family(out, &PROCESS_VIRTUAL_MEMORY, s.vsize);
     }
     if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
-        family(
-            out,
-            "process_open_fds",
-            "gauge",
-            "Number of open file descriptors.",
-            dir.count() as f64,
-        );
+        family(out, &PROCESS_OPEN_FDS, dir.count() as f64);
     }
     if let Some(m) = max_fds() {
-        family(
-            out,
-            "process_max_fds",
-            "gauge",
-            "Maximum number of open file descriptors.",
-            m,
-        );
+        family(out, &PROCESS_MAX_FDS, m);
     }
 }
 
@@ -117,12 +78,15 @@ mod tests {
     fn reads_this_process() {
         let mut s = String::new();
         super::render(&mut s);
-        for n in super::NAMES {
+        for n in super::super::catalog::PROCESS.iter().map(|e| e.name) {
             assert!(s.contains(&format!("\n{n} ")), "{n} missing in {s}");
         }
         let rss = s
             .lines()
-            .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
+            .find_map(|l| {
+                l.strip_prefix(super::PROCESS_RESIDENT_MEMORY.name)?
+                    .strip_prefix(' ')
+            })
             .unwrap();
         assert!(rss.parse::<f64>().unwrap() > 1_000_000.0);
     }

@@ -14,13 +14,13 @@ fn worker(profile: Profile, replay: bool) -> Worker {
         StoreOptions::default(),
         CoarseClock::manual(),
     ));
-    let p = Arc::new(Pipeline::new(
+    let workers = Workers::new(
         store,
-        Mapper::empty(CacheOptions::default()),
+        Arc::new(LiveMapper::new(Mapper::empty(CacheOptions::default()))),
         Dialects::default(),
         profile,
-    ));
-    let mut w = p.worker();
+    );
+    let mut w = workers.worker();
     w.replay_enabled = replay;
     w
 }
@@ -57,11 +57,11 @@ const VALUES: &[&str] = &[
     "1", "-2", "+3.5", "0x1p-2", "1e3", "NaN", "-Inf", "bad", "", "1_0", "-0", "7",
 ];
 
-fn run(w: &mut Worker, lines: &[String]) -> (String, LocalCounts) {
+fn run(w: &mut Worker, lines: &[String]) -> (String, BatchCounts) {
     for l in lines {
         w.line(l.as_bytes());
     }
-    let text = render_to_string(w.shared.store(), &[]);
+    let text = render_to_string(&w.shared.store, &[]);
     (text, w.counts.clone())
 }
 
@@ -122,7 +122,7 @@ fn replayed_lines_skip_the_grammar() {
     }
     assert_eq!(w.handles.len(), entries, "one shape, no new keys");
     assert_eq!(w.counts.parse.samples, 101);
-    assert!(render_to_string(w.shared.store(), &[]).contains("a{k=\"v\"} 201\n"));
+    assert!(render_to_string(&w.shared.store, &[]).contains("a{k=\"v\"} 201\n"));
 }
 
 #[test]
@@ -134,9 +134,9 @@ fn reload_forgets_cached_shapes() {
         CacheOptions::default(),
     )
     .unwrap();
-    w.shared.replace_mapper(mapper);
+    w.shared.mapper.replace(mapper);
     w.line(b"x.y:1|c");
-    let text = render_to_string(w.shared.store(), &[]);
+    let text = render_to_string(&w.shared.store, &[]);
     assert!(
         text.contains("\nx_y 1\n") && text.contains("\nmapped_y 1\n"),
         "{text}"
@@ -151,9 +151,9 @@ fn expired_series_are_resolved_again() {
         CacheOptions::default(),
     )
     .unwrap();
-    w.shared.replace_mapper(mapper);
+    w.shared.mapper.replace(mapper);
     w.line(b"t:1|c");
-    let store = w.shared.store().clone();
+    let store = w.shared.store.clone();
     store.clock().advance(1001);
     assert_eq!(store.expire(), 1);
     w.line(b"t:5|c");

@@ -1,11 +1,17 @@
-//! The flag set. statsd_exporter uses kingpin (`--flag value`, `--flag=value`,
-//! `--[no-]bool`); Istio's manifests pass Go `flag` style single-dash long flags
-//! (`-statsd.mapping-config=...`). Both spellings are accepted.
+//! Command-line flags, with statsd_exporter's names and defaults so existing deployments
+//! keep their arguments, and their translation into each stage's options.
+//!
+//! statsd_exporter uses kingpin (`--flag value`, `--flag=value`, `--[no-]bool`); Istio's
+//! manifests pass Go `flag` style single-dash long flags (`-statsd.mapping-config=...`).
+//! Both spellings are accepted.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::{ArgAction, Parser, ValueEnum};
+
+use crate::line::Dialects;
+use crate::mapping::{CacheKind, CacheOptions, Profile, ProfileError, parse_go_duration};
 
 /// Boolean flags that also take a `--no-` form.
 const NEGATABLE: &[&str] = &[
@@ -17,16 +23,16 @@ const NEGATABLE: &[&str] = &[
     "check-config",
 ];
 
-/// Log level (`--log.level`).
+/// Log level (`--log.level`): the least severe messages written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogLevel {
-    /// Debug.
+    /// Everything, including per-connection diagnostics.
     Debug,
-    /// Info (default).
+    /// Startup, reloads and shutdown, plus warnings and errors (default).
     Info,
-    /// Warnings.
+    /// Bad input and failing sockets, plus errors.
     Warn,
-    /// Errors only.
+    /// Only what stops a stage or a reload.
     Error,
 }
 
@@ -42,9 +48,9 @@ pub enum LogFormat {
 /// Mapping cache policy (`--statsd.cache-type`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum CacheType {
-    /// Least recently used.
+    /// Least recently used entries are evicted.
     Lru,
-    /// Random replacement.
+    /// A random entry is evicted; hits take only a read lock.
     Random,
 }
 
@@ -70,11 +76,10 @@ fn parse_bytes(s: &str) -> Result<usize, String> {
 }
 
 fn parse_duration_flag(s: &str) -> Result<std::time::Duration, String> {
-    super::parse_go_duration(s)
-        .ok_or_else(|| format!("{s:?} is not a duration like 200ms, 1s or 1m30s"))
+    parse_go_duration(s).ok_or_else(|| format!("{s:?} is not a duration like 200ms, 1s or 1m30s"))
 }
 
-/// All flags.
+/// Every flag statsgate takes, as parsed by [`parse_args`].
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "statsgate",
@@ -279,6 +284,47 @@ fn normalise(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
 /// Parses the process arguments. Clap's own error (with usage) is returned for display.
 pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Flags, clap::Error> {
     Flags::try_parse_from(normalise(args))
+}
+
+impl Flags {
+    /// The mapping cache (`--statsd.cache-size`, `--statsd.cache-type`).
+    pub fn cache_options(&self) -> CacheOptions {
+        CacheOptions {
+            size: self.statsd_cache_size,
+            kind: match self.statsd_cache_type {
+                CacheType::Lru => CacheKind::Lru,
+                CacheType::Random => CacheKind::Random,
+            },
+        }
+    }
+
+    /// The tag dialects asked for (`--statsd.parse-*-tags`); the profile may adjust them.
+    pub fn dialects(&self) -> Dialects {
+        Dialects {
+            dogstatsd: self.parse_dogstatsd_tags,
+            influxdb: self.parse_influxdb_tags,
+            librato: self.parse_librato_tags,
+            signalfx: self.parse_signalfx_tags,
+            dogstatsd_tags_last: false,
+        }
+    }
+
+    /// The naming profile (`--profile`, `--envoy.prefix`, `--envoy.tag-rules`).
+    pub fn profile(&self) -> Result<Profile, ProfileError> {
+        match self.profile {
+            ProfileName::Statsd => Ok(Profile::Statsd),
+            ProfileName::IstioMixer => Ok(Profile::IstioMixer),
+            ProfileName::Envoy => Profile::envoy(&self.envoy_prefix, &self.envoy_tag_rules),
+        }
+    }
+
+    /// UDP receive threads (`--statsd.udp-sockets`), 0 meaning one per CPU.
+    pub fn udp_sockets(&self) -> usize {
+        match self.statsd_udp_sockets {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -109,8 +109,9 @@ impl Key<'_> {
     }
 }
 
-/// The table. Seeded hashing: keys come from the network.
-#[derive(Default)]
+/// Every key a worker has resolved, with its resolution. Seeded hashing: keys come from
+/// the network.
+#[derive(Debug, Default)]
 pub(super) struct HandleTable {
     table: HashTable<Entry>,
     hasher: foldhash::fast::RandomState,

@@ -5,125 +5,98 @@
 //! A worker remembers how raw line bytes resolved (`handles.rs`): the series handle, or
 //! the fact that they are dropped or conflicting. A line whose shape (everything but the
 //! value) was seen before is replayed without running the grammar; other lines are parsed
-//! and their samples found by raw series identity. Only a first sight goes through tag
-//! decoding, the mapper and the store's locks. A mapping reload bumps a generation number
-//! that makes every worker forget its handles; TTL expiry marks a series dead, which makes
-//! the worker resolve that key again.
+//! and their samples found by raw series identity. Only a first sight (`first_sight.rs`)
+//! goes through tag decoding, the mapper and the store's locks. A mapping reload bumps the
+//! [`LiveMapper`]'s generation, which makes every worker forget its handles; TTL expiry
+//! marks a series dead, which makes the worker resolve that key again. What a batch counted
+//! (`counts.rs`) is published once per batch.
 
+mod counts;
+mod first_sight;
 mod handles;
-mod resolve;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use arc_swap::ArcSwap;
-use metrics::Counter;
-
+use crate::ingest::{Sink, SinkFactory, datagram_lines};
 use crate::line::{
-    Dialects, EventKind, ParseCounters, ReplayParts, Sample, SampleError, StatType, parse_line,
-    parse_value, split_for_replay,
+    Dialects, EventKind, ReplayParts, Sample, SampleError, StatType, parse_line, parse_value,
+    split_for_replay,
 };
-use crate::mapping::{Action, Mapper};
+use crate::logging::LogLimiter;
+use crate::mapping::{Action, LiveMapper, Mapper, Profile};
 use crate::store::Store;
+use crate::telemetry::catalog;
 
+use counts::{BatchCounts, CountHandles, kind_index};
 use handles::{HandleTable, Key, Outcome, Replay, Resolution, SHAPE_TAG};
 
-pub use resolve::{EnvoyProfile, Profile, ProfileError};
-
-/// State shared by every worker.
-pub struct Pipeline {
-    store: Arc<Store>,
-    mapper: ArcSwap<Mapper>,
-    generation: AtomicU64,
-    dialects: Dialects,
-    profile: Profile,
-    relay: Option<crate::relay::RelayTarget>,
+/// State shared by every worker: the store, the mapper in force, the tag dialects and the
+/// naming profile. The listeners' [`SinkFactory`]: it makes a [`Worker`] per receive thread
+/// or connection.
+#[derive(Debug)]
+pub struct Workers {
+    shared: Arc<Shared>,
 }
 
-impl Pipeline {
-    /// A pipeline over `store`, mapping with `mapper`.
-    pub fn new(store: Arc<Store>, mapper: Mapper, dialects: Dialects, profile: Profile) -> Self {
+#[derive(Debug)]
+struct Shared {
+    store: Arc<Store>,
+    mapper: Arc<LiveMapper>,
+    dialects: Dialects,
+    profile: Profile,
+}
+
+impl Workers {
+    /// Workers that update `store`, map with `mapper`, and parse the `dialects` as adjusted
+    /// by `profile`.
+    pub fn new(
+        store: Arc<Store>,
+        mapper: Arc<LiveMapper>,
+        dialects: Dialects,
+        profile: Profile,
+    ) -> Workers {
         let dialects = profile.adjust_dialects(dialects);
-        Pipeline {
-            store,
-            mapper: ArcSwap::from_pointee(mapper),
-            generation: AtomicU64::new(0),
-            dialects,
-            profile,
-            relay: None,
+        Workers {
+            shared: Arc::new(Shared {
+                store,
+                mapper,
+                dialects,
+                profile,
+            }),
         }
     }
 
-    /// Also relays every received line to `target` (`--statsd.relay.address`).
-    pub fn with_relay(mut self, target: crate::relay::RelayTarget) -> Self {
-        self.relay = Some(target);
-        self
-    }
-
-    /// The store.
+    /// The store every worker updates.
     pub fn store(&self) -> &Arc<Store> {
-        &self.store
+        &self.shared.store
     }
 
-    /// The mapper in force.
-    pub fn mapper(&self) -> Arc<Mapper> {
-        self.mapper.load_full()
-    }
-
-    /// Swaps in a new mapper atomically. Workers pick it up at their next batch; events in
-    /// flight finish with the old rules, none is lost or applied twice.
-    pub fn replace_mapper(&self, mapper: Mapper) {
-        self.mapper.store(Arc::new(mapper));
-        self.generation.fetch_add(1, Ordering::Release);
-    }
-
-    /// Loads the mapping file again and swaps it in; on error the old rules stay. Counts
-    /// `statsd_exporter_config_reloads_total{outcome}` and sets
-    /// `statsd_exporter_loaded_mappings`.
-    pub fn reload_from(
-        &self,
-        path: &std::path::Path,
-        cache: crate::mapping::CacheOptions,
-    ) -> Result<usize, crate::mapping::MappingError> {
-        match Mapper::load_file(path, cache) {
-            Ok(m) => {
-                let n = m.rule_count();
-                self.replace_mapper(m);
-                metrics::counter!("statsd_exporter_config_reloads_total", "outcome" => "success")
-                    .increment(1);
-                metrics::gauge!("statsd_exporter_loaded_mappings").set(n as f64);
-                Ok(n)
-            }
-            Err(e) => {
-                metrics::counter!("statsd_exporter_config_reloads_total", "outcome" => "failure")
-                    .increment(1);
-                Err(e)
-            }
-        }
+    /// The mapper in force, for reloading it.
+    pub fn mapper(&self) -> &Arc<LiveMapper> {
+        &self.shared.mapper
     }
 
     /// A new worker for one receive thread or connection.
-    pub fn worker(self: &Arc<Self>) -> Worker {
+    pub fn worker(&self) -> Worker {
         Worker {
-            shared: self.clone(),
+            generation: self.shared.mapper.generation(),
+            mapper: self.shared.mapper.current(),
+            shared: self.shared.clone(),
             handles: HandleTable::default(),
-            generation: self.generation.load(Ordering::Acquire),
-            mapper: self.mapper.load_full(),
-            counts: LocalCounts::default(),
-            telemetry: WorkerTelemetry::new(),
-            diagnostics: Diagnostics::default(),
+            counts: BatchCounts::default(),
+            count_handles: CountHandles::new(),
+            bad_input_log: LogLimiter::new(BAD_INPUT_LOG_PERIOD),
             replay_enabled: true,
-            relay: self
-                .relay
-                .as_ref()
-                .and_then(|t| match crate::relay::Relay::new(t) {
-                    Ok(r) => Some(r),
-                    Err(e) => {
-                        tracing::error!(error = %e, "relaying disabled for this receive thread");
-                        None
-                    }
-                }),
         }
+    }
+}
+
+impl SinkFactory for Workers {
+    type Sink = Worker;
+
+    fn make_sink(&self) -> Worker {
+        self.worker()
     }
 }
 
@@ -149,7 +122,7 @@ impl Event {
 
 /// Applies one event through a resolution.
 #[inline]
-fn apply(res: &Resolution, ev: Event, shared: &Pipeline, c: &mut LocalCounts) {
+fn apply(res: &Resolution, ev: Event, shared: &Shared, c: &mut BatchCounts) {
     let kind = ev.stat_type.kind();
     c.tags += u64::from(res.has_labels);
     c.tag_errors += u64::from(res.tag_errors);
@@ -208,121 +181,37 @@ fn replayable_tail(tail: &[u8]) -> bool {
     rates <= 1
 }
 
-/// Counts accumulated over a batch and published in [`Worker::flush`].
-#[derive(Debug, Default, Clone, PartialEq)]
-struct LocalCounts {
-    lines: u64,
-    parse: ParseCounters,
-    tags: u64,
-    tag_errors: u64,
-    events: [u64; 3],
-    unmapped: u64,
-    actions_map: u64,
-    actions_drop: u64,
-    negative_counter: u64,
-    labels_dropped: u64,
-}
-
-/// Counter handles, looked up once per worker.
-struct WorkerTelemetry {
-    lines: Counter,
-    samples: Counter,
-    sample_errors: [Counter; 9],
-    tags: Counter,
-    tag_errors: Counter,
-    events: [Counter; 3],
-    unmapped: Counter,
-    actions_map: Counter,
-    actions_drop: Counter,
-    negative_counter: Counter,
-    labels_dropped: Counter,
-}
-
-impl WorkerTelemetry {
-    fn new() -> Self {
-        let kinds = [EventKind::Counter, EventKind::Gauge, EventKind::Observer];
-        WorkerTelemetry {
-            lines: metrics::counter!("statsd_exporter_lines_total"),
-            samples: metrics::counter!("statsd_exporter_samples_total"),
-            sample_errors: SampleError::ALL
-                .map(|e| metrics::counter!("statsd_exporter_sample_errors_total", "reason" => e.reason())),
-            tags: metrics::counter!("statsd_exporter_tags_total"),
-            tag_errors: metrics::counter!("statsd_exporter_tag_errors_total"),
-            events: kinds.map(|k| metrics::counter!("statsd_exporter_events_total", "type" => k.as_str())),
-            unmapped: metrics::counter!("statsd_exporter_events_unmapped_total"),
-            actions_map: metrics::counter!("statsd_exporter_events_actions_total", "action" => "map"),
-            actions_drop: metrics::counter!("statsd_exporter_events_actions_total", "action" => "drop"),
-            negative_counter: metrics::counter!(
-                "statsd_exporter_events_error_total", "reason" => "illegal_negative_counter"
-            ),
-            labels_dropped: metrics::counter!("statsgate_labels_dropped_total"),
-        }
-    }
-}
-
 /// Turns received bytes into series updates. One per thread or connection; not shared.
+#[derive(Debug)]
 pub struct Worker {
-    shared: Arc<Pipeline>,
+    shared: Arc<Shared>,
     handles: HandleTable,
+    /// The mapper generation `mapper` and `handles` belong to.
     generation: u64,
     mapper: Arc<Mapper>,
-    counts: LocalCounts,
-    telemetry: WorkerTelemetry,
-    diagnostics: Diagnostics,
+    counts: BatchCounts,
+    count_handles: CountHandles,
+    /// One log line per period for bad lines and series that cannot be stored; every one
+    /// of them is still counted in the self-metrics.
+    bad_input_log: LogLimiter,
     /// Off only in tests that check replay against the grammar.
     replay_enabled: bool,
-    relay: Option<crate::relay::Relay>,
 }
 
-/// Logs bad input at most once per [`Diagnostics::PERIOD`] per worker, with how many
-/// similar events were not logged: a flood of garbage must not become a flood of logs.
-/// Every bad line is still counted in the self-metrics.
-#[derive(Debug, Default)]
-struct Diagnostics {
-    last: Option<std::time::Instant>,
-    suppressed: u64,
-}
-
-impl Diagnostics {
-    const PERIOD: std::time::Duration = std::time::Duration::from_secs(10);
-
-    /// True when a message may be logged now; otherwise counts it as suppressed.
-    fn allow(&mut self) -> Option<u64> {
-        let now = std::time::Instant::now();
-        if self
-            .last
-            .is_some_and(|t| now.duration_since(t) < Self::PERIOD)
-        {
-            self.suppressed += 1;
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.suppressed))
-    }
-}
+/// How often a worker may log bad input.
+const BAD_INPUT_LOG_PERIOD: Duration = Duration::from_secs(10);
 
 /// At most this much of a bad line goes into a log message.
 const LOGGED_LINE_BYTES: usize = 200;
-
-fn kind_index(k: EventKind) -> usize {
-    match k {
-        EventKind::Counter => 0,
-        EventKind::Gauge => 1,
-        EventKind::Observer => 2,
-    }
-}
 
 impl Worker {
     /// Handles one datagram: every `\n`-separated piece is a line (statsd_exporter counts
     /// empty pieces as lines too).
     pub fn datagram(&mut self, payload: &[u8]) {
         self.follow_reload();
-        let mut start = 0;
-        for end in memchr::memchr_iter(b'\n', payload) {
-            self.parse_one(&payload[start..end]);
-            start = end + 1;
+        for line in datagram_lines(payload) {
+            self.parse_one(line);
         }
-        self.parse_one(&payload[start..]);
     }
 
     /// Handles one line without its terminator.
@@ -332,13 +221,13 @@ impl Worker {
     }
 
     /// Switches to a reloaded mapper before the next event, so an event received after a
-    /// reload is always mapped by the new rules. One relaxed load of a rarely written word.
+    /// reload is always mapped by the new rules. One acquire load of a rarely written word.
     #[inline]
     fn follow_reload(&mut self) {
-        let gen_now = self.shared.generation.load(Ordering::Acquire);
+        let gen_now = self.shared.mapper.generation();
         if gen_now != self.generation {
             self.generation = gen_now;
-            self.mapper = self.shared.mapper.load_full();
+            self.mapper = self.shared.mapper.current();
             self.handles.clear();
         }
     }
@@ -347,9 +236,6 @@ impl Worker {
         self.counts.lines += 1;
         if line.is_empty() {
             return;
-        }
-        if let Some(relay) = &mut self.relay {
-            relay.line(line);
         }
         let replay =
             split_for_replay(line).filter(|r| self.replay_enabled && replayable_tail(r.tail));
@@ -456,7 +342,7 @@ impl Worker {
 
     #[cold]
     fn report_bad_line(&mut self, line: &[u8], before: &[u64; 9], after: &[u64; 9]) {
-        let Some(suppressed) = self.diagnostics.allow() else {
+        let Some(suppressed) = self.bad_input_log.allow() else {
             return;
         };
         let reason = SampleError::ALL
@@ -469,40 +355,15 @@ impl Worker {
             reason,
             line = %shown,
             suppressed,
-            "bad statsd line dropped (counted in statsd_exporter_sample_errors_total)"
+            "bad statsd line dropped (counted in {})",
+            catalog::SAMPLE_ERRORS.name
         );
     }
 
     /// Publishes the batch's counts. Call once per batch.
     pub fn flush(&mut self) {
         self.follow_reload();
-        if let Some(relay) = &mut self.relay {
-            relay.tick();
-        }
-        let c = std::mem::take(&mut self.counts);
-        let t = &self.telemetry;
-        let add = |counter: &Counter, n: u64| {
-            if n > 0 {
-                counter.increment(n)
-            }
-        };
-        add(&t.lines, c.lines);
-        add(&t.samples, c.parse.samples);
-        for (i, n) in c.parse.errors.iter().enumerate() {
-            add(&t.sample_errors[i], *n);
-        }
-        add(&t.tags, c.tags);
-        // Tag errors of lines that emitted no sample come from the parser; the rest were
-        // replayed per event from the handles.
-        add(&t.tag_errors, c.tag_errors + c.parse.tag_errors);
-        for (i, n) in c.events.iter().enumerate() {
-            add(&t.events[i], *n);
-        }
-        add(&t.unmapped, c.unmapped);
-        add(&t.actions_map, c.actions_map);
-        add(&t.actions_drop, c.actions_drop);
-        add(&t.negative_counter, c.negative_counter);
-        add(&t.labels_dropped, c.labels_dropped);
+        self.counts.publish(&self.count_handles);
     }
 
     /// A sample of a line that is not replayable: found by its series identity.
@@ -529,39 +390,22 @@ impl Worker {
     /// First sight of a key: decode, map, create the series; log a problem (rate-limited).
     #[cold]
     fn resolve(&mut self, sample: &Sample<'_>) -> Resolution {
-        let r = resolve::resolve(
+        let r = first_sight::resolve(
             &self.shared.profile,
             &self.mapper,
             &self.shared.store,
             sample,
         );
         if let Some(problem) = &r.problem
-            && let Some(suppressed) = self.diagnostics.allow()
+            && let Some(suppressed) = self.bad_input_log.allow()
         {
             tracing::warn!(suppressed, "{problem}; its events are dropped and counted");
         }
-        Resolution {
-            outcome: r.outcome,
-            mapped: r.mapped,
-            tag_errors: r.tag_errors,
-            has_labels: r.has_labels,
-            labels_dropped: r.labels_dropped,
-        }
+        r.resolution
     }
 }
 
-/// Makes a [`Worker`] per receive thread or connection for the listeners.
-pub struct Workers(pub Arc<Pipeline>);
-
-impl crate::ingest::SinkFactory for Workers {
-    type Sink = Worker;
-
-    fn make_sink(&self) -> Worker {
-        self.0.worker()
-    }
-}
-
-impl crate::ingest::Sink for Worker {
+impl Sink for Worker {
     fn datagram(&mut self, payload: &[u8]) {
         Worker::datagram(self, payload)
     }

@@ -4,16 +4,86 @@
 //! next line would not fit and at least once a second; a line that cannot fit a packet on
 //! its own is not relayed and is counted.
 //!
-//! Each receive thread owns a [`Relay`] with its own connected socket and buffer, so
-//! relaying adds a copy per line and a send per packet, and no lock.
+//! Relaying decorates the listeners' sinks: [`Relayed`] wraps a [`SinkFactory`] so that
+//! every sink it makes tees each line to its own [`Relay`] (a connected socket and a
+//! buffer) before passing it on. Relaying adds a copy per line and a send per packet, and
+//! no lock.
 
 use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
 use std::time::{Duration, Instant};
 
 use metrics::Counter;
 
+use super::{Sink, SinkFactory, datagram_lines};
+use crate::telemetry::catalog;
+
 /// How often a partly filled packet is sent anyway.
 const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Makes sinks that relay every line to a target, then hand it to `inner`'s sink. With no
+/// target the sinks pass everything straight through.
+#[derive(Debug)]
+pub struct Relayed<F> {
+    inner: F,
+    target: Option<RelayTarget>,
+}
+
+impl<F: SinkFactory> Relayed<F> {
+    /// Relays to `target`, when there is one, in front of `inner`'s sinks.
+    pub fn new(inner: F, target: Option<RelayTarget>) -> Relayed<F> {
+        Relayed { inner, target }
+    }
+}
+
+impl<F: SinkFactory> SinkFactory for Relayed<F> {
+    type Sink = RelayedSink<F::Sink>;
+
+    fn make_sink(&self) -> Self::Sink {
+        let relay = self.target.as_ref().and_then(|t| match Relay::new(t) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::error!(error = %e, "relaying disabled for this receive thread");
+                None
+            }
+        });
+        RelayedSink {
+            inner: self.inner.make_sink(),
+            relay,
+        }
+    }
+}
+
+/// A sink that relays each line, then passes it on unchanged.
+#[derive(Debug)]
+pub struct RelayedSink<S> {
+    inner: S,
+    relay: Option<Relay>,
+}
+
+impl<S: Sink> Sink for RelayedSink<S> {
+    fn datagram(&mut self, payload: &[u8]) {
+        if let Some(relay) = &mut self.relay {
+            for line in datagram_lines(payload) {
+                relay.line(line);
+            }
+        }
+        self.inner.datagram(payload);
+    }
+
+    fn line(&mut self, line: &[u8]) {
+        if let Some(relay) = &mut self.relay {
+            relay.line(line);
+        }
+        self.inner.line(line);
+    }
+
+    fn flush(&mut self) {
+        if let Some(relay) = &mut self.relay {
+            relay.tick();
+        }
+        self.inner.flush();
+    }
+}
 
 /// Where to relay to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,12 +105,12 @@ pub enum RelayError {
     /// A packet must hold at least one byte and a newline.
     #[error("relay packet length {0} is too small")]
     PacketLength(usize),
-    /// The socket could not be created.
+    /// The socket could not be created or connected.
     #[error("cannot open a UDP socket to relay to {target}: {source}")]
     Socket {
-        /// The target.
+        /// The target as given on the command line.
         target: String,
-        /// Why.
+        /// The OS error.
         source: std::io::Error,
     },
 }
@@ -64,8 +134,9 @@ impl RelayTarget {
     }
 }
 
-/// One receive thread's relay.
-pub struct Relay {
+/// One receive thread's relay: its socket and the packet being filled.
+#[derive(Debug)]
+struct Relay {
     socket: UdpSocket,
     buf: Vec<u8>,
     packet_length: usize,
@@ -77,7 +148,7 @@ pub struct Relay {
 
 impl Relay {
     /// Opens a socket connected to the target.
-    pub fn new(target: &RelayTarget) -> Result<Relay, RelayError> {
+    fn new(target: &RelayTarget) -> Result<Relay, RelayError> {
         let bind: SocketAddr = if target.addr.is_ipv4() {
             SocketAddr::from(([0, 0, 0, 0], 0))
         } else {
@@ -95,15 +166,15 @@ impl Relay {
             buf: Vec::with_capacity(target.packet_length),
             packet_length: target.packet_length,
             last_send: Instant::now(),
-            packets: metrics::counter!("statsd_exporter_relay_packets_total", "target" => label.clone()),
-            long_lines: metrics::counter!("statsd_exporter_relay_long_lines_total", "target" => label.clone()),
-            lines_relayed: metrics::counter!("statsd_exporter_relay_lines_relayed_total", "target" => label),
+            packets: catalog::RELAY_PACKETS.counter([label.clone().into()]),
+            long_lines: catalog::RELAY_LONG_LINES.counter([label.clone().into()]),
+            lines_relayed: catalog::RELAY_LINES_RELAYED.counter([label.into()]),
         })
     }
 
     /// Queues one line (without its newline). Empty lines are not relayed.
     #[inline]
-    pub fn line(&mut self, line: &[u8]) {
+    fn line(&mut self, line: &[u8]) {
         if line.is_empty() {
             return;
         }
@@ -120,7 +191,7 @@ impl Relay {
     }
 
     /// Sends a partly filled packet once it has waited a second. Call often.
-    pub fn tick(&mut self) {
+    fn tick(&mut self) {
         if !self.buf.is_empty() && self.last_send.elapsed() >= FLUSH_INTERVAL {
             self.send();
         }
@@ -194,6 +265,61 @@ mod tests {
         r.tick();
         rx.set_nonblocking(false).unwrap();
         assert_eq!(recv(&rx), b"a:1|c\n");
+    }
+
+    /// Records what reaches the decorated sink.
+    #[derive(Default)]
+    struct Recorder {
+        calls: Vec<String>,
+    }
+
+    impl Sink for Recorder {
+        fn datagram(&mut self, payload: &[u8]) {
+            self.calls
+                .push(format!("datagram {}", String::from_utf8_lossy(payload)));
+        }
+        fn line(&mut self, line: &[u8]) {
+            self.calls
+                .push(format!("line {}", String::from_utf8_lossy(line)));
+        }
+        fn flush(&mut self) {
+            self.calls.push("flush".into());
+        }
+    }
+
+    struct Recorders;
+
+    impl SinkFactory for Recorders {
+        type Sink = Recorder;
+        fn make_sink(&self) -> Recorder {
+            Recorder::default()
+        }
+    }
+
+    #[test]
+    fn relayed_sinks_tee_every_line_and_pass_everything_on() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let target = RelayTarget::new(&rx.local_addr().unwrap().to_string(), 1400).unwrap();
+        let mut sink = Relayed::new(Recorders, Some(target)).make_sink();
+        sink.datagram(b"a:1|c\n\nb:2|g");
+        sink.line(b"c:3|ms");
+        sink.flush();
+        assert_eq!(
+            sink.inner.calls,
+            ["datagram a:1|c\n\nb:2|g", "line c:3|ms", "flush"]
+        );
+        drop(sink);
+        assert_eq!(
+            recv(&rx),
+            b"a:1|c\nb:2|g\nc:3|ms\n",
+            "empty lines are not relayed"
+        );
+
+        let mut plain = Relayed::new(Recorders, None).make_sink();
+        assert!(plain.relay.is_none());
+        plain.line(b"d:4|c");
+        assert_eq!(plain.inner.calls, ["line d:4|c"]);
     }
 
     #[test]

@@ -1,8 +1,6 @@
-//! Prometheus naming rules shared by every stage: how statsd names and tag keys become
-//! valid metric and label names, and which label names the exposition reserves.
-//!
-//! Both the line parser (tag keys) and the mapper/store (metric names) escape names, so the
-//! rules live here once.
+//! How statsd names become Prometheus names: the escaping of metric names (which the
+//! profiles apply, and the line parser applies to tag keys, as statsd_exporter's mapper
+//! package does), valid label names, and the label names the exposition reserves.
 
 use std::borrow::Cow;
 
@@ -49,15 +47,6 @@ fn escape_with(name: &str, fold_double_dash: bool) -> Cow<'_, str> {
         }
     }
     Cow::Owned(out)
-}
-
-/// True when `name` is a valid Prometheus metric name (`[a-zA-Z_:][a-zA-Z0-9_:]*`).
-pub fn is_valid_metric_name(name: &str) -> bool {
-    let b = name.as_bytes();
-    !b.is_empty()
-        && (b[0].is_ascii_alphabetic() || b[0] == b'_' || b[0] == b':')
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b':')
 }
 
 /// True when `name` is a valid Prometheus label name (`[a-zA-Z_][a-zA-Z0-9_]*`).
@@ -120,12 +109,10 @@ mod tests {
     }
 
     #[test]
-    fn label_and_metric_name_validity() {
+    fn label_name_validity() {
         assert!(is_valid_label_name("_a1"));
         assert!(!is_valid_label_name("1a"));
         assert!(!is_valid_label_name("a:b"));
-        assert!(is_valid_metric_name("a:b"));
-        assert!(!is_valid_metric_name(""));
         assert!(is_reserved_label("__name__", false, false));
         assert!(is_reserved_label("le", true, false));
         assert!(!is_reserved_label("le", false, true));

@@ -1,0 +1,165 @@
+//! Every `unsafe` system call of ingest, behind safe wrappers: batched receive
+//! (`recvmmsg`), the kernel's drop counter (`SO_RXQ_OVFL`, set with `setsockopt` and read from
+//! each datagram's control messages). Everything else uses `std` and `socket2`.
+//!
+//! One [`BatchReceiver`] belongs to one receive thread. It owns `batch` preallocated buffers of
+//! [`MAX_DATAGRAM`] bytes and the `mmsghdr`/`iovec` arrays that point into them, built once and
+//! reused for every call, so receiving never allocates.
+
+use std::io;
+use std::os::fd::AsRawFd;
+
+use super::MAX_DATAGRAM;
+
+/// `SO_RXQ_OVFL` from `<asm/socket.h>`; libc does not export it for every Linux target.
+#[cfg(any(target_arch = "sparc", target_arch = "sparc64"))]
+const SO_RXQ_OVFL: libc::c_int = 0x0024;
+/// `SO_RXQ_OVFL` from `<asm/socket.h>`; libc does not export it for every Linux target.
+#[cfg(not(any(target_arch = "sparc", target_arch = "sparc64")))]
+const SO_RXQ_OVFL: libc::c_int = 40;
+
+/// Room for one control message carrying the kernel's `u32` drop counter.
+// SAFETY: CMSG_SPACE is plain arithmetic on its argument.
+const CONTROL_LEN: usize = unsafe { libc::CMSG_SPACE(size_of::<u32>() as libc::c_uint) } as usize;
+/// `CONTROL_LEN` in `u64` words: the control buffers are `u64`s so that every `cmsghdr` in them
+/// is suitably aligned.
+const CONTROL_WORDS: usize = CONTROL_LEN.div_ceil(size_of::<u64>());
+
+/// Asks the kernel to attach the socket's cumulative drop counter to received datagrams.
+pub(crate) fn enable_drop_counter(fd: &impl AsRawFd) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: `on` outlives the call and the length passed is its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_RXQ_OVFL,
+            (&on as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// One received datagram.
+pub(crate) struct Datagram<'a> {
+    pub(crate) payload: &'a [u8],
+    /// The kernel cut the datagram to fit the buffer (cannot happen with 65535-byte buffers).
+    pub(crate) truncated: bool,
+    /// The socket's cumulative drop count, when the kernel attached it.
+    pub(crate) drop_count: Option<u32>,
+}
+
+/// Preallocated `recvmmsg` state for one receive thread.
+pub(crate) struct BatchReceiver {
+    buffers: Vec<u8>,
+    control: Vec<u64>,
+    iovecs: Vec<libc::iovec>,
+    headers: Vec<libc::mmsghdr>,
+    control_words: usize,
+    received: usize,
+}
+
+impl BatchReceiver {
+    /// `batch` datagrams per call (at least 1); `drop_counter` reserves room for the
+    /// `SO_RXQ_OVFL` control message.
+    pub(crate) fn new(batch: usize, drop_counter: bool) -> Self {
+        let batch = batch.max(1);
+        let control_words = if drop_counter { CONTROL_WORDS } else { 0 };
+        let iovec = libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        };
+        BatchReceiver {
+            buffers: vec![0u8; batch * MAX_DATAGRAM],
+            control: vec![0u64; batch * control_words],
+            iovecs: vec![iovec; batch],
+            // SAFETY: mmsghdr is a plain C struct for which all-zero is a valid value.
+            headers: vec![unsafe { std::mem::zeroed::<libc::mmsghdr>() }; batch],
+            control_words,
+            received: 0,
+        }
+    }
+
+    /// Waits for at least one datagram (up to the socket's receive timeout), then takes whatever
+    /// else is already queued, up to the batch size. Returns how many were received.
+    pub(crate) fn receive(&mut self, fd: &impl AsRawFd) -> io::Result<usize> {
+        // The pointers are rebuilt on every call (a few stores per datagram slot) rather than
+        // kept from `new`: then none outlives a borrow of the buffers it points into, and the
+        // lengths the kernel overwrote are reset to the capacities.
+        let buffers = self.buffers.as_mut_ptr();
+        let control = self.control.as_mut_ptr();
+        let control_len = self.control_words * size_of::<u64>();
+        for (i, (header, iovec)) in self.headers.iter_mut().zip(&mut self.iovecs).enumerate() {
+            // SAFETY: `buffers` holds `headers.len()` slots of MAX_DATAGRAM bytes and `control`
+            // holds `headers.len()` slots of `control_words` words, so both offsets stay inside.
+            unsafe {
+                iovec.iov_base = buffers.add(i * MAX_DATAGRAM).cast();
+                iovec.iov_len = MAX_DATAGRAM;
+                header.msg_hdr.msg_control = if control_len == 0 {
+                    std::ptr::null_mut()
+                } else {
+                    control.add(i * self.control_words).cast()
+                };
+            }
+            header.msg_hdr.msg_iov = iovec;
+            header.msg_hdr.msg_iovlen = 1;
+            header.msg_hdr.msg_controllen = control_len as _;
+            header.msg_hdr.msg_flags = 0;
+            header.msg_len = 0;
+        }
+        self.received = 0;
+        // SAFETY: every header points at an iovec and a control buffer owned by `self` and sized
+        // as declared; `headers.len()` is the vector length; a null timeout is allowed.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd.as_raw_fd(),
+                self.headers.as_mut_ptr(),
+                self.headers.len() as libc::c_uint,
+                libc::MSG_WAITFORONE as _,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        self.received = n as usize;
+        Ok(self.received)
+    }
+
+    /// The `i`th datagram of the last [`receive`](Self::receive); `i` < its return value.
+    pub(crate) fn datagram(&self, i: usize) -> Datagram<'_> {
+        let header = &self.headers[i];
+        let len = (header.msg_len as usize).min(MAX_DATAGRAM);
+        let start = i * MAX_DATAGRAM;
+        Datagram {
+            payload: &self.buffers[start..start + len],
+            truncated: header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
+            drop_count: self.drop_count(&header.msg_hdr),
+        }
+    }
+
+    fn drop_count(&self, header: &libc::msghdr) -> Option<u32> {
+        if self.control.is_empty() {
+            return None;
+        }
+        let mut found = None;
+        // SAFETY: `header` was filled in by recvmmsg; its msg_control/msg_controllen describe
+        // the returned control data inside `self.control`, which CMSG_FIRSTHDR/NXTHDR walk
+        // without leaving it. The data read is the u32 the kernel wrote for SO_RXQ_OVFL.
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(header);
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == SO_RXQ_OVFL {
+                    found = Some(libc::CMSG_DATA(cmsg).cast::<u32>().read_unaligned());
+                }
+                cmsg = libc::CMSG_NXTHDR(header, cmsg);
+            }
+        }
+        found
+    }
+}
