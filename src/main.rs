@@ -176,12 +176,12 @@ fn run(flags: Flags) -> Result<()> {
             };
             let opts = UdpOptions { addr, sockets, read_buffer: flags.statsd_read_buffer, batch: 32 };
             let l = ingest::start_udp(&opts, workers.clone()).context("starting the UDP listener")?;
-            info!(address = %l.local_addr().unwrap_or(addr), sockets, "accepting statsd over UDP");
+            info!(listener = "udp", address = %l.local_addr().unwrap_or(addr), sockets, "accepting statsd over UDP");
             listeners.push(l);
         }
         if let Some(addr) = tcp {
             let l = ingest::start_tcp(&TcpOptions { addr }, workers.clone()).await.context("starting the TCP listener")?;
-            info!(address = %l.local_addr().unwrap_or(addr), "accepting statsd over TCP");
+            info!(listener = "tcp", address = %l.local_addr().unwrap_or(addr), "accepting statsd over TCP");
             listeners.push(l);
         }
         if let Some(path) = unixgram {
@@ -191,7 +191,7 @@ fn run(flags: Flags) -> Result<()> {
                 read_buffer: flags.statsd_read_buffer,
             };
             let l = ingest::start_unixgram(&opts, workers.clone()).context("starting the unixgram listener")?;
-            info!(path = %path.display(), "accepting statsd over unixgram");
+            info!(listener = "unixgram", path = %path.display(), "accepting statsd over unixgram");
             listeners.push(l);
         }
 
@@ -235,7 +235,7 @@ fn run(flags: Flags) -> Result<()> {
                 let listener = tokio::net::TcpListener::bind(addr)
                     .await
                     .with_context(|| format!("binding the web listener on {addr}"))?;
-                info!(address = %listener.local_addr().unwrap_or(addr), "serving metrics over HTTP");
+                info!(listener = "http", address = %listener.local_addr().unwrap_or(addr), "serving metrics over HTTP");
                 axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("HTTP server")?;
             }
             None => shutdown.await,
