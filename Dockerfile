@@ -5,6 +5,8 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY benches ./benches
+# A workspace member: cargo loads its manifest even when building only the gateway.
+COPY tools ./tools
 RUN cargo build --release --locked --bin statsgate \
  && strip target/release/statsgate
 

@@ -2,40 +2,22 @@
 //! set: the allocating `extract` and the buffer-reusing `extract_matches`.
 
 use std::hint::black_box;
-use std::path::PathBuf;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use statsgate::mapping::profile::envoy::{TagExtractor, TagRuleSet};
 
-/// The data file's names, or a small built-in sample when `../shared` is absent.
+/// The names of `tests/data/envoy-stat-names.txt` (part of the repository).
 fn stat_names() -> Vec<String> {
-    let candidates = [
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/envoy-stat-names.txt"),
-        PathBuf::from("/work/shared/data/envoy-stat-names.txt"),
-    ];
-    if let Some(text) = candidates
-        .iter()
-        .find_map(|p| std::fs::read_to_string(p).ok())
-    {
-        return text
-            .lines()
-            .filter(|line| !line.starts_with('#') && !line.is_empty())
-            .filter_map(|line| line.rsplit_once('|').map(|(name, _)| name.to_owned()))
-            .collect();
-    }
-    eprintln!("envoy bench: ../shared not found, using built-in names");
-    [
-        "cluster.outbound|9080|v1|reviews.default.svc.cluster.local.upstream_rq_200",
-        "cluster.outbound|9080|v1|reviews.default.svc.cluster.local.upstream_cx_total",
-        "http.10.16.2.7_9080.downstream_rq_2xx",
-        "listener.10.16.2.7_9080.http.10.16.2.7_9080.downstream_rq_2xx",
-        "listener.0.0.0.0_15001.downstream_cx_total",
-        "tcp.outbound|27017||mongodb.default.svc.cluster.local.downstream_cx_total",
-        "server.uptime",
-        "cluster_manager.cds.update_success",
-    ]
-    .map(str::to_owned)
-    .to_vec()
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/envoy-stat-names.txt"
+    );
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("reading {path}: {e}"))
+        .lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .filter_map(|line| line.rsplit_once('|').map(|(name, _)| name.to_owned()))
+        .collect()
 }
 
 fn extraction(c: &mut Criterion) {

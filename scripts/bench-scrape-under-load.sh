@@ -4,7 +4,7 @@
 # counted and kernel drops. Gateway on core 0, generator and curl on core 1.
 set -u
 cd "$(dirname "$0")/.."
-cargo build --release --bins >&2
+cargo build --release -p statsgate -p statsgate-loadgen >&2
 GW=target/release/statsgate; LG=target/release/statsgate-loadgen
 old_rmem=$(sysctl -n net.core.rmem_max)
 trap 'sysctl -qw net.core.rmem_max="$old_rmem"' EXIT
@@ -13,7 +13,7 @@ for profile in statsd envoy; do
 taskset -c 0 $GW --statsd.udp-sockets=1 --statsd.listen-tcp= --web.listen-address=127.0.0.1:9102 --statsd.listen-udp=127.0.0.1:9125 --statsd.read-buffer=26214400 --log.level=warn --profile=$profile >/dev/null 2>&1 &
 pid=$!; sleep 1
 # 100k series present first
-taskset -c 1 $LG --gateway-pid $pid --names ../shared/data/envoy-stat-names.txt --series 100000 --packed --rate 400000 --duration 2 --settle-ms 500 >/dev/null 2>&1
+taskset -c 1 $LG --gateway-pid $pid --names tests/data/envoy-stat-names.txt --series 100000 --packed --rate 400000 --duration 2 --settle-ms 500 >/dev/null 2>&1
 # scrape continuously on core 1 while loading
 ( end=$((SECONDS+5)); n=0; while [ $SECONDS -lt $end ]; do curl -s -o /dev/null http://127.0.0.1:9102/metrics; n=$((n+1)); done; echo "scrapes=$n" > /tmp/scrapes.txt ) &
 spid=$!

@@ -14,7 +14,8 @@ BIG_BUF=${BIG_BUF:-26214400}
 cpu_gw=0; cpu_gen=1
 if [ "$(nproc)" -lt 2 ]; then cpu_gen=0; echo "warning: one core only; gateway and generator share it" >&2; fi
 
-cargo build --release --bins >&2
+# The gateway and the load generator (tools/loadgen), both into target/release.
+cargo build --release -p statsgate -p statsgate-loadgen >&2
 TD=${CARGO_TARGET_DIR:-target}
 GW="$TD/release/statsgate"
 LG="$TD/release/statsgate-loadgen"
@@ -50,7 +51,7 @@ run_lg() { # extra loadgen flags; prints the JSON line
     --gateway-pid "$gw_pid" --duration "$DUR" --json "$@" 2>/dev/null | tail -1
 }
 
-j() { # field of a JSON line
+j() { # numeric field of the loadgen's one-line JSON report (serde_json: compact, no spaces)
   sed -E "s/.*\"$2\":(null|[-0-9.e+]+).*/\1/" <<<"$1"
 }
 
@@ -97,9 +98,7 @@ echo "### 100k Envoy-like series"
 echo
 echo "| profile | statsd series sent | exposition sample lines | lines loss % | RSS before | RSS after | bytes/series (RSS delta) | scrape s (1st, 2nd) | scrape bytes |"
 echo "|---|---|---|---|---|---|---|---|---|"
-names=../shared/data/envoy-stat-names.txt
-[ -f "$names" ] || names=/work/shared/data/envoy-stat-names.txt
-if [ -f "$names" ]; then src=(--names "$names" --series 100000); else src=(--series 100000); fi
+src=(--names tests/data/envoy-stat-names.txt --series 100000)
 for profile in statsd envoy; do
   start_gw "$BIG_BUF" --profile="$profile"
   rss0=$(awk '/VmRSS/{print $2*1024}' "/proc/$gw_pid/status")

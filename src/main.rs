@@ -181,7 +181,7 @@ fn run(flags: Flags) -> Result<()> {
                 let listener = tokio::net::TcpListener::bind(addr)
                     .await
                     .with_context(|| format!("binding the web listener on {addr}"))?;
-                info!(address = %listener.local_addr().unwrap_or(addr), "serving metrics over HTTP");
+                info!(listener = "http", address = %listener.local_addr().unwrap_or(addr), "serving metrics over HTTP");
                 axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("HTTP server")?;
             }
             None => shutdown.await,

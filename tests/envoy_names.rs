@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::shared_data;
+use common::read_data;
 use std::ops::Range;
 use std::sync::LazyLock;
 
@@ -14,17 +14,15 @@ use statsgate::mapping::profile::envoy::{
 };
 
 /// `(stat name, type)` for every data line, split on the last `|` as the file says.
-fn stat_names() -> Option<Vec<(String, String)>> {
-    let text = std::fs::read_to_string(shared_data("envoy-stat-names.txt")?).unwrap();
-    let names = text
+fn stat_names() -> Vec<(String, String)> {
+    read_data("envoy-stat-names.txt")
         .lines()
         .filter(|line| !line.starts_with('#') && !line.is_empty())
         .map(|line| {
             let (name, kind) = line.rsplit_once('|').unwrap();
             (name.to_owned(), kind.to_owned())
         })
-        .collect();
-    Some(names)
+        .collect()
 }
 
 struct Case {
@@ -246,10 +244,7 @@ fn wire_line_to_prometheus_series() {
 
 #[test]
 fn embedded_rules_equal_tsv_row_by_row() {
-    let Some(path) = shared_data("envoy-tag-regexes.tsv") else {
-        return;
-    };
-    let text = std::fs::read_to_string(path).unwrap();
+    let text = read_data("envoy-tag-regexes.tsv");
     let mut lines = text.lines().filter(|line| !line.starts_with('#'));
     assert_eq!(
         lines.next().unwrap(),
@@ -329,7 +324,7 @@ fn reinsert(original: &str, extracted: &str, matches: &[TagMatch<'_>]) -> String
 
 #[test]
 fn every_stat_name_gives_a_valid_prometheus_series() {
-    let Some(names) = stat_names() else { return };
+    let names = stat_names();
     assert_eq!(names.len(), 1122);
     let mut matches = Vec::new();
     for set in TagRuleSet::ALL {
@@ -433,7 +428,7 @@ impl Reference {
 
 #[test]
 fn every_stat_name_matches_the_reference_algorithm() {
-    let Some(names) = stat_names() else { return };
+    let names = stat_names();
     for set in TagRuleSet::ALL {
         let extractor = TagExtractor::new(set);
         let reference = Reference::new(set);
@@ -448,7 +443,7 @@ fn every_stat_name_matches_the_reference_algorithm() {
 
 #[test]
 fn stat_name_spot_checks() {
-    let Some(names) = stat_names() else { return };
+    let names = stat_names();
     for set in TagRuleSet::ALL {
         let extractor = TagExtractor::new(set);
         let cluster_label = if set == TagRuleSet::Istio {

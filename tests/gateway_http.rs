@@ -62,7 +62,7 @@ fn default_gateway_reproduces_mixer_names_and_values() {
 }
 
 fn check_istio_examples(args: &[&str], ms_divisor: f64, skip_signalfx_blocks: bool) {
-    let Some(all) = common::cases() else { return };
+    let all = common::cases();
     let gw = Gateway::start(args);
     let ex: Vec<&serde_json::Value> = all["istio_envoy_examples"]
         .as_array()
@@ -417,15 +417,14 @@ fn bad_lines_get_one_rate_limited_log_line() {
         s.count("statsd_exporter_sample_errors_total{reason=\"malformed_line\"}"),
         200.0
     );
-    let log = gw.log_text();
-    let logged: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("bad statsd line dropped"))
+    // The diagnostic is the event that names a dropped line and its reason.
+    let logged: Vec<serde_json::Value> = gw
+        .log_events()
+        .into_iter()
+        .filter(|e| e.get("reason").is_some() && e.get("line").is_some())
         .collect();
-    assert_eq!(logged.len(), 1, "{log}");
-    assert!(
-        logged[0].contains("reason=malformed_line") && logged[0].contains("line=bad0|c"),
-        "{}",
-        logged[0]
-    );
+    assert_eq!(logged.len(), 1, "{}", gw.log_text());
+    assert_eq!(logged[0]["reason"], "malformed_line", "{}", logged[0]);
+    assert_eq!(logged[0]["line"], "bad0|c", "{}", logged[0]);
+    assert_eq!(logged[0]["level"], "WARN", "{}", logged[0]);
 }

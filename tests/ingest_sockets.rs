@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::shared_data;
+use common::read_data;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
@@ -27,6 +27,15 @@ struct Recorder {
     lines: Mutex<Vec<(usize, Vec<u8>)>>,
     flushes: AtomicUsize,
     sinks: AtomicUsize,
+    /// Ids of the sinks dropped so far. A listener drops a sink when the thread or connection
+    /// task that owned it has ended, so nothing more can come through it.
+    dropped: Mutex<Vec<usize>>,
+}
+
+impl Recorder {
+    fn dropped(&self, id: usize) -> bool {
+        self.dropped.lock().unwrap().contains(&id)
+    }
 }
 
 struct RecordingSink {
@@ -45,6 +54,12 @@ impl Sink for RecordingSink {
     }
     fn flush(&mut self) {
         self.recorder.flushes.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for RecordingSink {
+    fn drop(&mut self) {
+        self.recorder.dropped.lock().unwrap().push(self.id);
     }
 }
 
@@ -237,20 +252,18 @@ fn udp_shutdown_joins_threads_promptly() {
         "{:?}",
         started.elapsed()
     );
-    // The threads have exited and their sockets are closed: the port can be bound again
-    // by a plain socket (which would conflict with a live reuseport group of another owner).
-    let flushes = recorder.flushes.load(Ordering::Relaxed);
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(recorder.flushes.load(Ordering::Relaxed), flushes);
+    // Every receive thread has ended (each dropped its sink on the way out), so nothing can
+    // arrive any more; and their sockets are closed: the port can be bound again by a plain
+    // socket (which would conflict with a live reuseport group of another owner).
+    let mut dropped = recorder.dropped.lock().unwrap().clone();
+    dropped.sort();
+    assert_eq!(dropped, vec![0, 1, 2, 3]);
     UdpSocket::bind(addr).unwrap();
 }
 
 #[test]
-fn udp_carries_the_shared_envoy_stat_names() {
-    let Some(path) = shared_data("envoy-stat-names.txt") else {
-        return;
-    };
-    let text = std::fs::read_to_string(path).unwrap();
+fn udp_carries_the_envoy_stat_names() {
+    let text = read_data("envoy-stat-names.txt");
     let lines: Vec<String> = text
         .lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
@@ -396,12 +409,13 @@ async fn tcp_too_long_line_closes_only_that_connection() {
     let _ = bad.write_all(b"late:1|c\n");
     drop(bad);
 
+    // Its task has ended once it dropped its sink: nothing more can come from it.
+    assert!(wait_until_async(Duration::from_secs(5), || recorder.dropped(0)).await);
+
     let mut good = std::net::TcpStream::connect(addr).unwrap();
     good.write_all(b"good:1|c\n").unwrap();
     drop(good);
-    let done = wait_until_async(Duration::from_secs(5), || lines_of(&recorder).len() >= 2).await;
-    assert!(done);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(wait_until_async(Duration::from_secs(5), || recorder.dropped(1)).await);
     let lines = recorder.lines.lock().unwrap().clone();
     assert_eq!(
         lines,

@@ -9,16 +9,10 @@
 mod common;
 
 use base64::Engine;
-use common::shared_data;
+use common::cases as load_cases;
 use serde_json::Value;
 use statsgate::line::{Dialects, EventKind, ParseCounters, SampleError, parse_line};
 use std::collections::BTreeMap;
-
-fn load_cases() -> Option<Value> {
-    let path = shared_data("statsd_exporter_cases.json")?;
-    let text = std::fs::read_to_string(&path).unwrap();
-    Some(serde_json::from_str(&text).unwrap())
-}
 
 #[derive(Debug, Clone, PartialEq)]
 struct Event {
@@ -152,7 +146,7 @@ fn same_events(got: &[Event], want: &[Event]) -> bool {
 
 #[test]
 fn every_line_parsing_case() {
-    let Some(cases) = load_cases() else { return };
+    let cases = load_cases();
     let cases = cases["line_parsing"].as_array().unwrap();
     let mut failures = Vec::new();
     let mut failed_ids = std::collections::BTreeSet::new();
@@ -188,7 +182,7 @@ fn every_line_parsing_case() {
 
 #[test]
 fn escape_metric_name_cases_through_tag_keys() {
-    let Some(cases) = load_cases() else { return };
+    let cases = load_cases();
     let cases = cases["escape_metric_name"].as_array().unwrap();
     assert!(!cases.is_empty());
     for case in cases {

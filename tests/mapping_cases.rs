@@ -1,20 +1,14 @@
 //! statsd_exporter's mapper test tables (`pkg/mapper/mapper_test.go`: TestMetricMapperYAML,
 //! TestAction, TestMultipleMatches), replayed against [`Mapper`] from
-//! `shared/data/statsd_exporter_cases.json`.
+//! `tests/data/statsd_exporter_cases.json`.
 
 mod common;
 
-use common::shared_data;
+use common::{cases, data_path};
 use serde_json::Value;
 use statsgate::line::EventKind;
 use statsgate::mapping::{Action, CacheKind, CacheOptions, Mapper};
 use statsgate::store::options::ObserverOptions;
-
-fn cases() -> Option<Value> {
-    let path = shared_data("statsd_exporter_cases.json")?;
-    let text = std::fs::read_to_string(path).unwrap();
-    Some(serde_json::from_str(&text).unwrap())
-}
 
 fn kind(name: Option<&str>) -> EventKind {
     match name.unwrap_or("counter") {
@@ -35,7 +29,7 @@ fn f64s(v: &Value) -> Vec<f64> {
 
 #[test]
 fn mapper_yaml_scenarios_in_order() {
-    let Some(cases) = cases() else { return };
+    let cases = cases();
     let scenarios = cases["mapper_yaml"].as_array().unwrap();
     assert!(!scenarios.is_empty());
     // One mapper through all scenarios, as the Go test reuses one: a bad config keeps the
@@ -162,7 +156,7 @@ fn mapper_yaml_scenarios_in_order() {
 
 #[test]
 fn mapper_action_cases() {
-    let Some(cases) = cases() else { return };
+    let cases = cases();
     for case in cases["mapper_action"].as_array().unwrap() {
         let name = case["case"].as_str().unwrap();
         let loaded = Mapper::from_yaml(case["config"].as_str().unwrap(), CacheOptions::default());
@@ -190,7 +184,7 @@ fn mapper_action_cases() {
 
 #[test]
 fn mapper_multiple_matches_with_and_without_cache() {
-    let Some(cases) = cases() else { return };
+    let cases = cases();
     let mm = &cases["mapper_multiple_matches"];
     let metric_kind = kind(mm["metric_type"].as_str());
     for options in [
@@ -281,9 +275,7 @@ fn cache_hits_do_not_allocate() {
 
 #[test]
 fn istio_mapping_file_loads_with_no_rules() {
-    let Some(path) = shared_data("istio-0.8-statsd-mapping.yml") else {
-        return;
-    };
+    let path = data_path("istio-0.8-statsd-mapping.yml");
     let mapper = Mapper::load_file(&path, CacheOptions::default()).unwrap();
     assert_eq!(mapper.rule_count(), 0);
     assert!(

@@ -39,7 +39,7 @@ fn statsd_line(e: &Value) -> String {
 
 #[test]
 fn exporter_conflict_cases_through_sockets() {
-    let Some(all) = common::cases() else { return };
+    let all = common::cases();
     for case in all["exporter_conflicts"].as_array().unwrap() {
         let name = case["case"].as_str().unwrap();
         let dir = TempDir::new("conflicts");
@@ -99,57 +99,93 @@ const MAP_A: &str =
 const MAP_B: &str =
     "mappings:\n- match: load.*\n  name: loadtest\n  labels:\n    version: b\n    which: $1\n";
 
+/// The mapping file of generation `generation`: the same rule, a label naming the generation.
+fn generation_map(generation: usize) -> String {
+    format!(
+        "mappings:\n- match: load.*\n  name: loadtest\n  labels:\n    generation: g{generation}\n"
+    )
+}
+
 #[test]
 fn reload_over_http_under_load_loses_and_doubles_nothing() {
+    const RELOADS: usize = 20;
+    const CHUNK: u64 = 100;
+    // Bounds the sender if the test goes wrong; far more than the reloads take.
+    const MAX_CHUNKS: u64 = 20_000;
     let dir = TempDir::new("reload");
-    let cfg = write(&dir, "mapping.yml", MAP_A);
+    let cfg = write(&dir, "mapping.yml", &generation_map(0));
     let gw = Gateway::start(&[
         &format!("--statsd.mapping-config={cfg}"),
         "--web.enable-lifecycle",
     ]);
-    let s = gw.wait_for("loaded", |s| {
-        s.get("statsd_exporter_loaded_mappings") == Some(1.0)
-    });
-    assert_eq!(s.get("statsd_exporter_loaded_mappings"), Some(1.0));
 
-    const LINES: u64 = 40_000;
+    // One TCP connection sends without pause until every reload is done, so each reload
+    // happens while lines are arriving.
     let tcp = gw.tcp.unwrap();
-    let done = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
     let sender = {
-        let done = done.clone();
+        let stop = stop.clone();
         std::thread::spawn(move || {
             let mut s = TcpStream::connect(tcp).unwrap();
-            let chunk = "load.x:1|c\n".repeat(100);
-            for _ in 0..LINES / 100 {
+            let chunk = "load.x:1|c\n".repeat(CHUNK as usize);
+            let mut sent = 0;
+            while !stop.load(Ordering::Acquire) && sent < MAX_CHUNKS * CHUNK {
                 s.write_all(chunk.as_bytes()).unwrap();
+                if sent == 0 {
+                    started_tx.send(()).unwrap();
+                }
+                sent += CHUNK;
                 // Spread the load over the reloads rather than filling the socket at once.
                 std::thread::sleep(std::time::Duration::from_micros(500));
             }
             s.flush().unwrap();
-            done.store(true, Ordering::Release);
+            (sent, stop.load(Ordering::Acquire))
         })
     };
-    let mut reloads = 0;
-    while (!done.load(Ordering::Acquire) || reloads < 4) && reloads < 400 {
-        std::fs::write(&cfg, if reloads % 2 == 0 { MAP_B } else { MAP_A }).unwrap();
+    started_rx.recv_timeout(common::WAIT).unwrap();
+    let counted = |s: &common::Samples, generation: usize| {
+        s.count(&series(
+            "loadtest",
+            &[("generation", &format!("g{generation}"))],
+        ))
+    };
+    for generation in 1..=RELOADS {
+        std::fs::write(&cfg, generation_map(generation)).unwrap();
         let (st, body) = gw.send("POST", "/-/reload");
         assert_eq!((st, body.as_str()), (200, "Requesting reload"));
-        reloads += 1;
+        // Only this generation's rules make this series: seeing it proves the reload took
+        // effect while the lines kept coming.
+        gw.wait_for(&format!("lines under generation {generation}"), |s| {
+            counted(s, generation) > 0.0
+        });
     }
-    sender.join().unwrap();
-    let a = series("loadtest", &[("version", "a"), ("which", "x")]);
-    let b = series("loadtest", &[("version", "b"), ("which", "x")]);
-    let s = gw.wait_for("every line", |s| s.count(&a) + s.count(&b) >= LINES as f64);
-    assert_eq!(
-        s.count(&a) + s.count(&b),
-        LINES as f64,
-        "exactly once across {reloads} reloads"
+    stop.store(true, Ordering::Release);
+    let (sent, stopped) = sender.join().unwrap();
+    assert!(
+        stopped,
+        "the sender hit its bound before the reloads were done"
     );
-    assert!(reloads >= 1);
+
+    let total = |s: &common::Samples| (0..=RELOADS).map(|g| counted(s, g)).sum::<f64>();
+    let s = gw.wait_for("every line", |s| {
+        s.count("statsd_exporter_lines_total") >= sent as f64 && total(s) >= sent as f64
+    });
+    assert_eq!(s.count("statsd_exporter_lines_total"), sent as f64);
+    assert_eq!(
+        total(&s),
+        sent as f64,
+        "each of {sent} lines counted exactly once across {RELOADS} reloads"
+    );
     assert_eq!(
         s.count("statsd_exporter_config_reloads_total{outcome=\"success\"}"),
-        reloads as f64
+        RELOADS as f64
     );
+    assert_eq!(
+        s.count("statsd_exporter_config_reloads_total{outcome=\"failure\"}"),
+        0.0
+    );
+    assert_eq!(s.get("statsd_exporter_loaded_mappings"), Some(1.0));
 }
 
 #[test]

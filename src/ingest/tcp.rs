@@ -69,7 +69,7 @@ pub async fn start_tcp<F: SinkFactory>(
 ) -> Result<Listener, IngestError> {
     let listener = bind_with_ipv4_fallback(LISTENER, opts.addr, bind_listener)?;
     let local_addr = listener.local_addr().unwrap_or(opts.addr);
-    tracing::info!(address = %local_addr, "accepting statsd over TCP");
+    tracing::info!(listener = "tcp", address = %local_addr, "accepting statsd over TCP");
     let task = tokio::spawn(accept_loop(listener, factory));
     Ok(Listener {
         local_addr: Some(local_addr),

@@ -90,7 +90,7 @@ pub fn start_udp<F: SinkFactory>(
         sockets.push(socket);
         read_buffers.extend(buffer);
     }
-    tracing::info!(address = %local_addr, sockets = opts.sockets, "accepting statsd over UDP");
+    tracing::info!(listener = "udp", address = %local_addr, sockets = opts.sockets, "accepting statsd over UDP");
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut listener = Listener {

@@ -68,7 +68,7 @@ pub fn start_unixgram<F: SinkFactory>(
     let sink = factory.make_sink();
     let handle = threads.spawn(name, &shown, socket, sink, Arc::clone(&stop))?;
     guard.disarm();
-    tracing::info!(path = %shown, mode = format_args!("{:o}", opts.mode), "accepting statsd over unixgram");
+    tracing::info!(listener = "unixgram", path = %shown, mode = format_args!("{:o}", opts.mode), "accepting statsd over unixgram");
     Ok(Listener {
         local_addr: None,
         stop,

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -45,11 +45,16 @@ impl Drop for TempDir {
     }
 }
 
-fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    let pat = format!(" {key}=");
-    let start = line.find(&pat)? + pat.len();
-    let rest = &line[start..];
-    Some(rest.split(' ').next().unwrap_or("").trim_matches('"'))
+/// Where a listener the gateway announced is: the `address` (or unixgram `path`) field of its
+/// log event, looked up by the event's `listener` field. Key names are a contract of the log
+/// output; message wording is not.
+fn announced_listener(event: &serde_json::Value) -> Option<(&str, &str)> {
+    let listener = event.get("listener")?.as_str()?;
+    let at = event
+        .get("address")
+        .or_else(|| event.get("path"))?
+        .as_str()?;
+    Some((listener, at))
 }
 
 impl Gateway {
@@ -78,6 +83,8 @@ impl Gateway {
             ));
         }
         all.extend(args.iter().map(|s| s.to_string()));
+        // JSON lines, so the harness reads the listeners' addresses by key.
+        all.push("--log.format=json".into());
         let mut child = Command::new(env!("CARGO_BIN_EXE_statsgate"))
             .args(&all)
             .stdout(Stdio::null())
@@ -98,27 +105,35 @@ impl Gateway {
         }
         let (mut http, mut udp, mut tcp, mut ux) = (None, None, None, None);
         let deadline = Instant::now() + WAIT;
+        // HTTP is announced last, once every statsd listener is up.
         while http.is_none() {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = match rx.recv_timeout(left) {
-                Ok(l) => l,
-                Err(_) => {
-                    let _ = child.kill();
-                    panic!(
-                        "statsgate did not start; log:\n{}",
-                        log.lock().unwrap().join("\n")
-                    );
-                }
+            let Ok(line) = rx.recv_timeout(left) else {
+                let _ = child.kill();
+                panic!(
+                    "statsgate did not start; log:\n{}",
+                    log.lock().unwrap().join("\n")
+                );
             };
-            let addr = || field(&line, "address").and_then(|a| a.parse::<SocketAddr>().ok());
-            if line.contains("serving metrics over HTTP") {
-                http = addr();
-            } else if line.contains("accepting statsd over UDP") {
-                udp = addr();
-            } else if line.contains("accepting statsd over TCP") {
-                tcp = addr();
-            } else if line.contains("accepting statsd over unixgram") {
-                ux = field(&line, "path").map(PathBuf::from);
+            // Not every stderr line is an event (a panic message is plain text).
+            let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            let Some((listener, at)) = announced_listener(&event) else {
+                continue;
+            };
+            let addr = || {
+                Some(
+                    at.parse::<SocketAddr>()
+                        .unwrap_or_else(|e| panic!("{listener} address {at:?}: {e}")),
+                )
+            };
+            match listener {
+                "http" => http = addr(),
+                "udp" => udp = addr(),
+                "tcp" => tcp = addr(),
+                "unixgram" => ux = Some(PathBuf::from(at)),
+                other => panic!("unknown listener {other:?} announced: {line}"),
             }
         }
         Gateway {
@@ -210,8 +225,19 @@ impl Gateway {
         }
     }
 
+    /// Everything the gateway wrote to stderr so far (JSON log lines).
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
+    }
+
+    /// The log events so far, parsed; lines that are not JSON objects are left out.
+    pub fn log_events(&self) -> Vec<serde_json::Value> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     }
 
     /// True while the process runs.
@@ -354,34 +380,28 @@ pub fn promtool_check(text: &str) {
     }
 }
 
-/// A file of `../shared/data`, or None (with a loud notice) when the shared corpus is absent.
-/// Under `CI=true` a missing corpus fails the test instead.
-pub fn shared_data(name: &str) -> Option<PathBuf> {
-    let candidates = [
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/data")
-            .join(name),
-        PathBuf::from("/work/shared/data").join(name),
-    ];
-    for c in &candidates {
-        if c.exists() {
-            return Some(c.clone());
-        }
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("../shared/data/{name} is missing, and CI=true requires the shared corpus");
-    }
-    eprintln!("SKIPPED: ../shared not found ({name}); corpus test not run");
-    None
+/// A file of `tests/data`: corpora copied from statsd_exporter, Envoy and Istio (sources and
+/// licences in `tests/data/README.md`). A missing file fails the test.
+pub fn data_path(name: &str) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing; it is part of the repository",
+        path.display()
+    );
+    path
 }
 
-/// Reads the shared cases file as JSON.
-pub fn cases() -> Option<serde_json::Value> {
-    let p = shared_data("statsd_exporter_cases.json")?;
-    let mut s = String::new();
-    std::fs::File::open(p)
-        .unwrap()
-        .read_to_string(&mut s)
-        .unwrap();
-    Some(serde_json::from_str(&s).unwrap())
+/// The text of a file of `tests/data`.
+pub fn read_data(name: &str) -> String {
+    let path = data_path(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// statsd_exporter's test cases (`tests/data/statsd_exporter_cases.json`).
+pub fn cases() -> serde_json::Value {
+    let text = read_data("statsd_exporter_cases.json");
+    serde_json::from_str(&text).expect("statsd_exporter_cases.json is JSON")
 }

@@ -1,7 +1,7 @@
 //! The embedded tag-extraction rule sets, verbatim from Envoy and Istio.
 //!
-//! They are compiled into the binary because a user's clone has no `../shared` data: the
-//! rows below are `/work/shared/data/envoy-tag-regexes.tsv` row by row (checked by
+//! They are compiled into the binary so that the gateway reads no data file at run time: the
+//! rows below are `tests/data/envoy-tag-regexes.tsv` row by row (checked by
 //! `tests/envoy_names.rs`), with each regex exactly as Envoy compiled it. Translation to
 //! the Rust regex dialect happens once, in `compile_pattern`.
 //!

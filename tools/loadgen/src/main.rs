@@ -4,14 +4,14 @@
 //! Every datagram is built before the clock starts, so the send loop does nothing but
 //! `sendmmsg`; the generator is then bounded by the kernel, not by formatting.
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs, UdpSocket};
+use std::net::{ToSocketAddrs, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Parser;
+use serde::Serialize;
 
 /// Statsd UDP load generator for statsgate (and statsd_exporter).
 #[derive(Parser, Debug)]
@@ -252,86 +252,29 @@ fn is_self_metric(l: &str) -> bool {
     .any(|p| l.starts_with(p))
 }
 
-/// A minimal HTTP/1.1 GET, enough for a metrics endpoint: `Connection: close`, identity or
-/// chunked body. Returns the body and how long the request took.
-fn http_get(url: &str) -> Result<(String, Duration)> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| anyhow!("only http:// URLs are supported: {url}"))?;
-    let (hostport, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let addr = hostport
-        .to_socket_addrs()
-        .with_context(|| format!("resolving {hostport}"))?
-        .next()
-        .ok_or_else(|| anyhow!("{hostport} resolves to nothing"))?;
+/// GETs the metrics page. Returns the body and how long the request took.
+fn http_get(agent: &ureq::Agent, url: &str) -> Result<(String, Duration)> {
     let started = Instant::now();
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .with_context(|| format!("connecting to {addr}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {hostport}\r\nAccept: text/plain\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).context("reading the scrape")?;
-    let elapsed = started.elapsed();
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| anyhow!("malformed HTTP response from {url}"))?;
-    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
-    let body = &raw[split + 4..];
-    let status = head.split_whitespace().nth(1).unwrap_or("");
-    if status != "200" {
-        bail!("{url} answered status {status:?}");
-    }
-    if head.contains("content-encoding:") && !head.contains("content-encoding: identity") {
-        bail!("{url} answered with a content encoding this client does not decode");
-    }
-    let body = if head
-        .lines()
-        .any(|l| l.starts_with("transfer-encoding:") && l.contains("chunked"))
-    {
-        dechunk(body)?
-    } else {
-        body.to_vec()
-    };
-    Ok((String::from_utf8_lossy(&body).into_owned(), elapsed))
+    let mut resp = agent
+        .get(url)
+        .header("Accept", "text/plain")
+        .call()
+        .with_context(|| format!("GET {url}"))?;
+    let body = resp
+        .body_mut()
+        // A 100k-series exposition is tens of MiB; ureq's default cap is 10 MiB.
+        .with_config()
+        .limit(1 << 30)
+        .read_to_string()
+        .with_context(|| format!("reading the body of {url}"))?;
+    Ok((body, started.elapsed()))
 }
 
-fn dechunk(mut b: &[u8]) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(b.len());
-    loop {
-        let eol = b
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or_else(|| anyhow!("truncated chunk header"))?;
-        let size_text = std::str::from_utf8(&b[..eol])?;
-        let size_text = size_text.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size_text, 16)
-            .with_context(|| format!("bad chunk size {size_text:?}"))?;
-        b = &b[eol + 2..];
-        if size == 0 {
-            return Ok(out);
-        }
-        if b.len() < size {
-            bail!("truncated chunk");
-        }
-        out.extend_from_slice(&b[..size]);
-        b = b
-            .get(size + 2..)
-            .ok_or_else(|| anyhow!("truncated chunk trailer"))?;
-    }
-}
-
-fn scrape(url: &str) -> Option<(Counts, Duration)> {
+fn scrape(agent: &ureq::Agent, url: &str) -> Option<(Counts, Duration)> {
     if url.is_empty() {
         return None;
     }
-    match http_get(url) {
+    match http_get(agent, url) {
         Ok((body, took)) => Some((counts(&body), took)),
         Err(e) => {
             eprintln!("statsgate-loadgen: scrape failed: {e:#}");
@@ -343,53 +286,35 @@ fn scrape(url: &str) -> Option<(Counts, Duration)> {
 fn find_gateway_pid() -> Option<u32> {
     let me = std::process::id();
     let mut found = None;
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
+    for p in procfs::process::all_processes().ok()?.flatten() {
+        let Ok(pid) = u32::try_from(p.pid) else {
             continue;
         };
-        if pid == me {
+        // A process may exit between the listing and the read: skip it.
+        if pid == me || !p.stat().is_ok_and(|s| s.comm == "statsgate") {
             continue;
         }
-        if std::fs::read_to_string(entry.path().join("comm"))
-            .is_ok_and(|c| c.trim_end() == "statsgate")
-        {
-            if found.is_some() {
-                eprintln!("statsgate-loadgen: several statsgate processes; pass --gateway-pid");
-                return None;
-            }
-            found = Some(pid);
+        if found.is_some() {
+            eprintln!("statsgate-loadgen: several statsgate processes; pass --gateway-pid");
+            return None;
         }
+        found = Some(pid);
     }
     found
 }
 
+fn process(pid: u32) -> Option<procfs::process::Process> {
+    procfs::process::Process::new(i32::try_from(pid).ok()?).ok()
+}
+
 /// utime + stime of `pid`, in clock ticks.
 fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may contain spaces and parentheses; fields restart after the last ')'.
-    let after = &stat[stat.rfind(')')? + 1..];
-    let mut f = after.split_whitespace();
-    // After ')' come state (field 3) ... utime is field 14, stime 15.
-    let utime: u64 = f.nth(11)?.parse().ok()?;
-    let stime: u64 = f.next()?.parse().ok()?;
-    Some(utime + stime)
+    let stat = process(pid)?.stat().ok()?;
+    Some(stat.utime + stat.stime)
 }
 
 fn rss_bytes(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let l = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = l.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
-fn clock_ticks_per_sec() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 { t as f64 } else { 100.0 }
+    Some(process(pid)?.status().ok()?.vmrss? * 1024)
 }
 
 /// Totals of the send loop.
@@ -478,11 +403,24 @@ fn send(sock: &UdpSocket, d: &Datagrams, args: &Args) -> Sent {
     sent
 }
 
-fn json_num(v: Option<f64>) -> String {
-    match v {
-        Some(v) if v.is_finite() => format!("{v}"),
-        _ => "null".into(),
-    }
+/// The `--json` line. Absent measurements (no scrape, no pid) are `null`.
+#[derive(Serialize)]
+struct Report {
+    series: usize,
+    packed: bool,
+    offered_rate: u64,
+    seconds: f64,
+    lines_sent: u64,
+    datagrams_sent: u64,
+    send_errors: u64,
+    send_rate: f64,
+    lines_counted: Option<f64>,
+    loss_pct: Option<f64>,
+    kernel_drops: Option<f64>,
+    gateway_cpu_pct: Option<f64>,
+    gateway_rss_bytes: Option<u64>,
+    scrape_ms: Option<f64>,
+    exported_series: Option<f64>,
 }
 
 fn main() -> Result<()> {
@@ -514,8 +452,13 @@ fn main() -> Result<()> {
     sock.connect(target)
         .with_context(|| format!("connecting to {target}"))?;
 
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_connect(Some(Duration::from_secs(5)))
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into();
     let pid = args.gateway_pid.or_else(find_gateway_pid);
-    let before = scrape(&args.scrape);
+    let before = scrape(&agent, &args.scrape);
     let ticks_before = pid.and_then(cpu_ticks);
     eprintln!(
         "statsgate-loadgen: {series} series, {} datagrams of {:.1} lines on average, to {target}{}",
@@ -529,7 +472,7 @@ fn main() -> Result<()> {
     let ticks_after = pid.and_then(cpu_ticks);
     let cpu_wall = sent.elapsed;
     std::thread::sleep(Duration::from_millis(args.settle_ms));
-    let after = scrape(&args.scrape);
+    let after = scrape(&agent, &args.scrape);
     let rss = pid.and_then(rss_bytes);
 
     let secs = sent.elapsed.as_secs_f64().max(1e-9);
@@ -547,7 +490,7 @@ fn main() -> Result<()> {
     let cpu = match (ticks_before, ticks_after) {
         (Some(b), Some(a)) => Some(
             100.0 * (a.saturating_sub(b)) as f64
-                / clock_ticks_per_sec()
+                / procfs::ticks_per_second() as f64
                 / cpu_wall.as_secs_f64().max(1e-9),
         ),
         _ => None,
@@ -575,22 +518,24 @@ fn main() -> Result<()> {
         opt(exported, &|v| format!("{v:.0}")),
     );
     if args.json {
-        println!(
-            "{{\"series\":{series},\"packed\":{},\"offered_rate\":{},\"seconds\":{secs:.3},\"lines_sent\":{},\"datagrams_sent\":{},\"send_errors\":{},\"send_rate\":{:.0},\"lines_counted\":{},\"loss_pct\":{},\"kernel_drops\":{},\"gateway_cpu_pct\":{},\"gateway_rss_bytes\":{},\"scrape_ms\":{},\"exported_series\":{}}}",
-            args.packed,
-            args.rate,
-            sent.lines,
-            sent.datagrams,
-            sent.errors,
-            sent.lines as f64 / secs,
-            json_num(counted.map(|c| c.0)),
-            json_num(loss),
-            json_num(counted.map(|c| c.1)),
-            json_num(cpu),
-            json_num(rss.map(|r| r as f64)),
-            json_num(scrape_ms),
-            json_num(exported),
-        );
+        let report = Report {
+            series,
+            packed: args.packed,
+            offered_rate: args.rate,
+            seconds: secs,
+            lines_sent: sent.lines,
+            datagrams_sent: sent.datagrams,
+            send_errors: sent.errors,
+            send_rate: sent.lines as f64 / secs,
+            lines_counted: counted.map(|c| c.0),
+            loss_pct: loss,
+            kernel_drops: counted.map(|c| c.1),
+            gateway_cpu_pct: cpu,
+            gateway_rss_bytes: rss,
+            scrape_ms,
+            exported_series: exported,
+        };
+        println!("{}", serde_json::to_string(&report)?);
     }
     Ok(())
 }
@@ -598,14 +543,6 @@ fn main() -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dechunks_bodies() {
-        let body = b"5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\n\r\n";
-        assert_eq!(dechunk(body).unwrap(), b"hello, world");
-        assert!(dechunk(b"5\r\nhel").is_err());
-        assert!(dechunk(b"zz\r\n").is_err());
-    }
 
     #[test]
     fn sums_metric_over_labels() {
