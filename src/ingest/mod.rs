@@ -7,8 +7,9 @@
 //! batch rather than once per line.
 //!
 //! Framing follows statsd_exporter (§1.1 of the reference notes): UDP and unixgram deliver whole
-//! datagrams (the sink splits them on `\n` with [`datagram_lines`]); TCP delivers lines with `\n` or `\r\n` removed, at
-//! most 4095 bytes each, closing a connection that sends a longer one.
+//! datagrams (the sink splits them on `\n` with [`datagram_lines`]); TCP delivers lines with
+//! `\n` or `\r\n` removed, at most 4095 bytes each, closing a connection that sends a longer
+//! one.
 //!
 //! Files: `udp.rs`, `tcp.rs`, `unixgram.rs` (one listener each), `batch.rs` (the datagram
 //! receive loop), `socket.rs` (socket setup they share), `sys.rs` (every `unsafe` system
