@@ -220,34 +220,11 @@ fn mapper_multiple_matches_with_and_without_cache() {
     }
 }
 
-/// Counts this thread's heap allocations, to prove that a cache hit allocates nothing.
-mod counting_allocator {
-    use std::alloc::{GlobalAlloc, Layout, System};
-    use std::cell::Cell;
-
-    pub struct Counting;
-
-    thread_local! {
-        pub static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
-    }
-
-    // SAFETY: every call is forwarded unchanged to the system allocator; the counter is a
-    // const-initialised thread-local, which does not allocate.
-    unsafe impl GlobalAlloc for Counting {
-        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-            let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
-            // SAFETY: same contract as the caller's.
-            unsafe { System.alloc(layout) }
-        }
-        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-            // SAFETY: same contract as the caller's.
-            unsafe { System.dealloc(ptr, layout) }
-        }
-    }
-}
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
 
 #[global_allocator]
-static ALLOCATOR: counting_allocator::Counting = counting_allocator::Counting;
+static ALLOCATOR: counting_alloc::Counting = counting_alloc::Counting;
 
 #[test]
 fn cache_hits_do_not_allocate() {
@@ -258,17 +235,17 @@ fn cache_hits_do_not_allocate() {
         for name in names {
             let _ = mapper.map(name, EventKind::Counter);
         }
-        let before = counting_allocator::ALLOCATIONS.with(|c| c.get());
+        let before = counting_alloc::count();
         for _ in 0..10 {
             for name in names {
                 let _ = mapper.map(name, EventKind::Counter);
             }
         }
-        let after = counting_allocator::ALLOCATIONS.with(|c| c.get());
+        let after = counting_alloc::count();
         assert_eq!(after - before, 0, "{kind:?}: cache hits allocated");
         // The counter works: an uncached lookup builds a result.
         let _ = mapper.map_uncached("a.b.c", EventKind::Counter);
-        let uncached = counting_allocator::ALLOCATIONS.with(|c| c.get());
+        let uncached = counting_alloc::count();
         assert!(uncached > after, "the allocation counter counts nothing");
     }
 }
