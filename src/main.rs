@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result, bail};
 use statsgate::config::{self, CacheType, Flags, ProfileName};
-use statsgate::expose::{self, HttpOptions, Lifecycle};
+use statsgate::expose::{self, HttpOptions, Lifecycle, ServerOptions, WebConfigHandle};
 use statsgate::ingest::{self, TcpOptions, UdpOptions, UnixgramOptions};
 use statsgate::line::Dialects;
 use statsgate::mapping::{CacheKind, CacheOptions, Mapper};
@@ -56,6 +56,7 @@ fn load_mapper(flags: &Flags) -> Result<Mapper> {
 
 struct Control {
     pipeline: Arc<Pipeline>,
+    web_config: Option<Arc<WebConfigHandle>>,
     mapping_path: Option<PathBuf>,
     cache: CacheOptions,
     quit: Arc<Notify>,
@@ -63,6 +64,34 @@ struct Control {
 
 impl Lifecycle for Control {
     fn reload(&self) -> Result<(), String> {
+        let web = self.reload_web_config();
+        self.reload_mapping().and(web)
+    }
+
+    fn quit(&self) {
+        info!("termination requested over HTTP");
+        self.quit.notify_one();
+    }
+}
+
+impl Control {
+    fn reload_web_config(&self) -> Result<(), String> {
+        let Some(web) = &self.web_config else {
+            return Ok(());
+        };
+        match web.reload() {
+            Ok(()) => {
+                info!(file = %web.path().display(), "web config reloaded");
+                Ok(())
+            }
+            Err(e) => {
+                error!(error = %e, "web config reload failed; keeping the previous one");
+                Err(format!("web config: {e}"))
+            }
+        }
+    }
+
+    fn reload_mapping(&self) -> Result<(), String> {
         let Some(path) = &self.mapping_path else {
             info!("reload requested, but no mapping config is set");
             return Ok(());
@@ -78,19 +107,17 @@ impl Lifecycle for Control {
             }
         }
     }
-
-    fn quit(&self) {
-        info!("termination requested over HTTP");
-        self.quit.notify_one();
-    }
 }
 
 fn run(flags: Flags) -> Result<()> {
-    if flags.web_config_file.is_some() {
-        bail!(
-            "--web.config.file (TLS/basic auth) is not supported by statsgate yet; terminate TLS in front of it"
-        );
-    }
+    let web_config = match &flags.web_config_file {
+        Some(p) => {
+            Some(Arc::new(WebConfigHandle::load(p).with_context(|| {
+                format!("loading web config {}", p.display())
+            })?))
+        }
+        None => None,
+    };
     if !flags.debug_dump_fsm.is_empty() {
         warn!("--debug.dump-fsm is not supported; ignoring it");
     }
@@ -162,6 +189,7 @@ fn run(flags: Flags) -> Result<()> {
     let quit = Arc::new(Notify::new());
     let control = Arc::new(Control {
         pipeline: pipeline.clone(),
+        web_config: web_config.clone(),
         mapping_path: flags.statsd_mapping_config.clone(),
         cache: cache_options(&flags),
         quit: quit.clone(),
@@ -200,7 +228,7 @@ fn run(flags: Flags) -> Result<()> {
             .context("installing the SIGHUP handler")?;
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
-                info!("SIGHUP received, reloading mapping config");
+                info!("SIGHUP received, reloading mapping and web config");
                 let c = hup_control.clone();
                 let _ = tokio::task::spawn_blocking(move || c.reload()).await;
             }
@@ -235,8 +263,18 @@ fn run(flags: Flags) -> Result<()> {
                 let listener = tokio::net::TcpListener::bind(addr)
                     .await
                     .with_context(|| format!("binding the web listener on {addr}"))?;
-                info!(address = %listener.local_addr().unwrap_or(addr), "serving metrics over HTTP");
-                axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("HTTP server")?;
+                let tls = web_config.as_ref().is_some_and(|w| w.current().tls_enabled());
+                info!(address = %listener.local_addr().unwrap_or(addr), tls, "serving metrics over HTTP");
+                let server = ServerOptions {
+                    max_connections: flags.web_max_connections,
+                    max_concurrent_scrapes: flags.web_max_concurrent_scrapes,
+                    read_header_timeout: flags.web_read_header_timeout,
+                    idle_timeout: flags.web_idle_timeout,
+                    write_timeout: flags.web_write_timeout,
+                    shutdown_grace: flags.shutdown_grace_period,
+                    scrape_path: flags.web_telemetry_path.clone(),
+                };
+                expose::serve(listener, app, web_config.clone(), server, shutdown).await;
             }
             None => shutdown.await,
         }
@@ -245,6 +283,8 @@ fn run(flags: Flags) -> Result<()> {
         }
         Ok::<(), anyhow::Error>(())
     })?;
+    // Blocking tasks (a render whose client left, a reload) must not hold the exit up.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = maintenance.join();
     info!("stopped");

@@ -108,6 +108,30 @@ const COUNTERS: &[(&str, &str)] = &[
         "statsgate_series_expired_total",
         "Series removed because their TTL ran out.",
     ),
+    (
+        "statsgate_http_connections_refused_total",
+        "HTTP connections closed at accept: --web.max-connections were open, all serving a request.",
+    ),
+    (
+        "statsgate_http_connections_closed_total",
+        "HTTP connections the gateway closed, by reason (timeouts, eviction, shutdown).",
+    ),
+    (
+        "statsgate_http_scrapes_rejected_total",
+        "Scrapes answered 503 because --web.max-concurrent-scrapes were in flight.",
+    ),
+    (
+        "statsgate_http_auth_failures_total",
+        "HTTP requests answered 401 (basic auth from --web.config.file).",
+    ),
+    (
+        "statsgate_http_rate_limited_total",
+        "HTTP requests answered 429 (rate_limit from --web.config.file).",
+    ),
+    (
+        "statsgate_http_tls_handshake_errors_total",
+        "TLS handshakes that failed (plain HTTP on the TLS port, refused client certificates, ...).",
+    ),
 ];
 
 const GAUGES: &[(&str, &str)] = &[
