@@ -260,8 +260,7 @@ fn run(flags: Flags) -> Result<()> {
         let app = expose::router(store.clone(), Some(telemetry), control.clone(), opts);
         match web {
             Some(addr) => {
-                let listener = tokio::net::TcpListener::bind(addr)
-                    .await
+                let listener = expose::bind(addr)
                     .with_context(|| format!("binding the web listener on {addr}"))?;
                 let tls = web_config.as_ref().is_some_and(|w| w.current().tls_enabled());
                 info!(address = %listener.local_addr().unwrap_or(addr), tls, "serving metrics over HTTP");

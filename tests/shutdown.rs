@@ -33,7 +33,7 @@ fn stuck_clients(gw: &Gateway) -> (TcpStream, TcpStream, TcpStream) {
 fn sigterm_with_stuck_clients_exits_0_within_the_default_grace_period() {
     let _heavy = abuse::heavy();
     let mut gw = Gateway::start(&[]);
-    populate(&gw, 40_000);
+    populate(&gw, 5_000);
     let _clients = stuck_clients(&gw);
     let (status, took) = terminate(&mut gw);
     let status = status.expect("the gateway did not exit within 10 s");
@@ -56,7 +56,7 @@ fn sigterm_with_a_short_grace_period_and_pending_relay_lines() {
     let target = format!("--statsd.relay.address={}", relay.local_addr().unwrap());
     let _heavy = abuse::heavy();
     let mut gw = Gateway::start(&["--shutdown.grace-period=1s", &target]);
-    populate(&gw, 40_000);
+    populate(&gw, 5_000);
     // Drain what the big store's lines relayed, so the next packet is the one that matters.
     let mut buf = vec![0u8; 65536];
     let _ = relay.set_read_timeout(Some(Duration::from_millis(1500)));

@@ -9,5 +9,5 @@ pub mod text;
 mod web_config;
 
 pub use http::{HttpOptions, Lifecycle, router};
-pub use server::{SCRAPE_STALL_EVICT, ServerOptions, serve};
+pub use server::{SCRAPE_STALL_EVICT, ServerOptions, bind, serve};
 pub use web_config::{RateLimit, WebConfig, WebConfigError, WebConfigHandle};

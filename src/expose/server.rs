@@ -27,6 +27,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -800,6 +801,30 @@ where
             }
         }
     }
+}
+
+/// Connections the kernel queues before `accept`, as Go asks (`somaxconn`, capped there by
+/// the kernel): a burst of new connections must not be dropped while the accept loop is busy.
+const LISTEN_BACKLOG: i32 = 4096;
+
+/// Binds the web listener (dual-stack for `[::]`, `SO_REUSEADDR` so a restart can bind while
+/// old connections sit in TIME_WAIT) with a backlog of [`LISTEN_BACKLOG`].
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    if let SocketAddr::V6(v6) = addr
+        && v6.ip().is_unspecified()
+    {
+        socket.set_only_v6(false)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    TcpListener::from_std(socket.into())
 }
 
 /// Raises the soft open-files limit to the hard one; returns the soft limit now in force

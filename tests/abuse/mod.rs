@@ -34,12 +34,12 @@ pub fn ensure_open_files(want: u64) {
     assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) }, 0);
 }
 
-/// Creates `series` gauges of ~190 bytes each in the exposition (over statsd TCP, which
+/// Creates `series` gauges of ~750 bytes each in the exposition (over statsd TCP, which
 /// does not drop), waits until the gateway holds them, and returns the size of a scrape.
 /// Polls gently: a debug build on a shared machine ingests a few 10k lines a second.
 pub fn populate(gw: &Gateway, series: usize) -> usize {
-    let pad = "p".repeat(150);
-    let mut payload = Vec::with_capacity(series * 200);
+    let pad = "p".repeat(700);
+    let mut payload = Vec::with_capacity(series * 760);
     for i in 0..series {
         payload.extend_from_slice(format!("abuse_big:1|g|#id:{i},pad:{pad}\n").as_bytes());
     }
@@ -63,9 +63,15 @@ pub fn populate(gw: &Gateway, series: usize) -> usize {
     }
 }
 
-/// Sends a whole scrape request and never reads the answer.
+/// Sends a whole scrape request and never reads the answer. A small receive buffer, as an
+/// attacker would choose, keeps the kernel from absorbing much of the scrape: the gateway
+/// stalls after a megabyte or so of it.
 pub fn non_reading_scrape(addr: SocketAddr) -> TcpStream {
-    let mut s = TcpStream::connect(addr).expect("connect");
+    let sock =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    sock.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    sock.connect(&addr.into()).expect("connect");
+    let mut s: TcpStream = sock.into();
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .expect("send request");
     s
@@ -163,4 +169,32 @@ pub fn timed_scrape(gw: &Gateway, timeout: Duration) -> (u16, usize, Duration) {
 pub fn heavy() -> std::sync::MutexGuard<'static, ()> {
     static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
     HEAVY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// CPU time (user + system, in clock ticks) the process has used.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    f[11].parse::<u64>().unwrap_or(0) + f[12].parse::<u64>().unwrap_or(0)
+}
+
+/// Waits until the process is nearly idle (under 10% of a core over half a second): the
+/// abusive clients are all in place and the gateway is waiting on them, not working.
+pub fn wait_idle(pid: u32, within: Duration) {
+    let deadline = Instant::now() + within;
+    let mut last = cpu_ticks(pid);
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = cpu_ticks(pid);
+        if now.saturating_sub(last) <= 5 {
+            return;
+        }
+        last = now;
+        assert!(
+            Instant::now() < deadline,
+            "the gateway stayed busy for {within:?}"
+        );
+    }
 }
