@@ -4,10 +4,12 @@
 
 mod auth;
 mod http;
+mod limits;
 mod server;
 pub mod text;
 mod web_config;
 
 pub use http::{HttpOptions, Lifecycle, router};
-pub use server::{SCRAPE_STALL_EVICT, ServerOptions, bind, serve};
+pub use limits::SCRAPE_STALL_EVICT;
+pub use server::{ServerOptions, bind, serve};
 pub use web_config::{RateLimit, WebConfig, WebConfigError, WebConfigHandle};

@@ -17,20 +17,19 @@
 //!
 //! Scrapes in flight are capped at `max_concurrent_scrapes` (each holds a rendering thread
 //! and up to a few chunks of buffered text). Beyond it a scrape gets 503 at once, unless a
-//! scrape in flight has been stalled, its client taking no data, for [`SCRAPE_STALL_EVICT`]:
+//! scrape in flight has been stalled, its client taking no data, for
+//! [`SCRAPE_STALL_EVICT`](super::SCRAPE_STALL_EVICT):
 //! that one is dropped and its slot goes to the newcomer. Clients that read get served;
 //! clients that stop reading cannot pin threads or memory.
 //!
 //! On shutdown the listener closes, connections waiting for a request close at once, and
 //! in-flight responses get `shutdown_grace` to finish before their connections are cut.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -44,18 +43,14 @@ use hyper_util::rt::TokioIo;
 use metrics::Counter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tower_service::Service as _;
 
 use super::auth::{AuthOutcome, Authenticator, RateLimiter};
+use super::limits::{Clock, CloseReason, Conn, ConnTable, ScrapePermit, ScrapeSlots, watchdog};
 use super::web_config::WebConfigHandle;
 use crate::ingest::LogLimiter;
-
-/// How long a scrape must have been stalled by its client before a new scrape may take its
-/// slot. A reading client never stalls this long between two chunks; one that does while
-/// others are turned away is the one to drop.
-pub const SCRAPE_STALL_EVICT: Duration = Duration::from_secs(1);
 
 /// Largest request head, and the most response bytes hyper queues before it stops asking
 /// the body for more. Scrape requests are a few hundred bytes; Go allows 1 MiB of headers,
@@ -104,283 +99,6 @@ impl Default for ServerOptions {
     }
 }
 
-/// Why the server closed a connection (the `reason` label of
-/// `statsgate_http_connections_closed_total`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-enum CloseReason {
-    ReadHeaderTimeout = 1,
-    IdleTimeout = 2,
-    WriteTimeout = 3,
-    Evicted = 4,
-    ScrapeEvicted = 5,
-    Shutdown = 6,
-}
-
-impl CloseReason {
-    const ALL: [CloseReason; 6] = [
-        CloseReason::ReadHeaderTimeout,
-        CloseReason::IdleTimeout,
-        CloseReason::WriteTimeout,
-        CloseReason::Evicted,
-        CloseReason::ScrapeEvicted,
-        CloseReason::Shutdown,
-    ];
-
-    fn label(self) -> &'static str {
-        match self {
-            CloseReason::ReadHeaderTimeout => "read_header_timeout",
-            CloseReason::IdleTimeout => "idle_timeout",
-            CloseReason::WriteTimeout => "write_timeout",
-            CloseReason::Evicted => "evicted",
-            CloseReason::ScrapeEvicted => "stalled_scrape_evicted",
-            CloseReason::Shutdown => "shutdown",
-        }
-    }
-
-    fn from_code(c: u8) -> Option<CloseReason> {
-        CloseReason::ALL.into_iter().find(|r| *r as u8 == c)
-    }
-}
-
-/// Milliseconds since the server started, plus one, so that 0 can mean "not set".
-#[derive(Clone, Copy, Debug)]
-struct Clock {
-    epoch: Instant,
-}
-
-impl Clock {
-    fn now(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64 + 1
-    }
-
-    fn instant(&self, ms: u64) -> tokio::time::Instant {
-        tokio::time::Instant::from_std(self.epoch + Duration::from_millis(ms.saturating_sub(1)))
-    }
-}
-
-/// What the watchdog, the connection cap and the scrape slots know of one connection.
-/// Written by the connection's own task and read by others, so plain atomics: every field
-/// is a hint for a deadline, and a stale read only moves a deadline by one check.
-#[derive(Debug)]
-struct Conn {
-    /// A request is being served (from its head being parsed until its body is done).
-    busy: AtomicBool,
-    /// When `busy` last changed.
-    since: AtomicU64,
-    /// First byte of the request being waited for; 0 while none arrived.
-    first_byte: AtomicU64,
-    /// When hyper last asked the response body for data.
-    polled: AtomicU64,
-    /// The gateway, not the client, is what the response waits for.
-    awaiting_us: AtomicBool,
-    /// Set (once) to a [`CloseReason`] when something else decides to close it.
-    closing: AtomicU8,
-    wake: Notify,
-}
-
-impl Conn {
-    fn new(now: u64) -> Conn {
-        Conn {
-            busy: AtomicBool::new(false),
-            since: AtomicU64::new(now),
-            // The first request's header is timed from accept.
-            first_byte: AtomicU64::new(now),
-            polled: AtomicU64::new(now),
-            awaiting_us: AtomicBool::new(false),
-            closing: AtomicU8::new(0),
-            wake: Notify::new(),
-        }
-    }
-
-    fn close(&self, reason: CloseReason) {
-        if self
-            .closing
-            .compare_exchange(0, reason as u8, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
-            self.wake.notify_one();
-        }
-    }
-
-    fn close_reason(&self) -> Option<CloseReason> {
-        CloseReason::from_code(self.closing.load(Ordering::Acquire))
-    }
-
-    fn begin_request(&self, now: u64) {
-        self.busy.store(true, Ordering::Release);
-        self.since.store(now, Ordering::Release);
-        self.polled.store(now, Ordering::Release);
-        self.awaiting_us.store(true, Ordering::Release);
-    }
-
-    fn end_request(&self, now: u64) {
-        self.first_byte.store(0, Ordering::Release);
-        self.since.store(now, Ordering::Release);
-        self.awaiting_us.store(false, Ordering::Release);
-        self.busy.store(false, Ordering::Release);
-    }
-
-    fn saw_bytes(&self, now: u64) {
-        if !self.busy.load(Ordering::Acquire) && self.first_byte.load(Ordering::Acquire) == 0 {
-            self.first_byte.store(now, Ordering::Release);
-        }
-    }
-
-    /// How long the client has left a response waiting (0 when not stalled).
-    fn stalled_for(&self, now: u64) -> u64 {
-        if self.busy.load(Ordering::Acquire) && !self.awaiting_us.load(Ordering::Acquire) {
-            now.saturating_sub(self.polled.load(Ordering::Acquire))
-        } else {
-            0
-        }
-    }
-
-    /// The next deadline and what passing it means; `None` means "check again then".
-    fn deadline(&self, opts: &ServerOptions) -> (u64, Option<CloseReason>) {
-        let ms = |d: Duration| d.as_millis() as u64;
-        if self.busy.load(Ordering::Acquire) {
-            let polled = self.polled.load(Ordering::Acquire);
-            if self.awaiting_us.load(Ordering::Acquire) {
-                (polled + ms(opts.write_timeout), None)
-            } else {
-                (
-                    polled + ms(opts.write_timeout),
-                    Some(CloseReason::WriteTimeout),
-                )
-            }
-        } else {
-            match self.first_byte.load(Ordering::Acquire) {
-                0 => (
-                    self.since.load(Ordering::Acquire) + ms(opts.idle_timeout),
-                    Some(CloseReason::IdleTimeout),
-                ),
-                first => (
-                    first + ms(opts.read_header_timeout),
-                    Some(CloseReason::ReadHeaderTimeout),
-                ),
-            }
-        }
-    }
-}
-
-/// Resolves when the connection has outlived its current deadline.
-async fn watchdog(conn: &Conn, clock: Clock, opts: &ServerOptions) -> CloseReason {
-    loop {
-        let (deadline, reason) = conn.deadline(opts);
-        if let Some(reason) = reason
-            && clock.now() >= deadline
-        {
-            return reason;
-        }
-        // State may have moved the deadline while sleeping; it is recomputed on waking.
-        let at = deadline.max(clock.now() + 1);
-        tokio::time::sleep_until(clock.instant(at)).await;
-    }
-}
-
-/// The open connections, for the cap.
-struct ConnTable {
-    max: usize,
-    inner: Mutex<(u64, HashMap<u64, Arc<Conn>>)>,
-}
-
-impl ConnTable {
-    /// Registers a new connection, evicting the one that has waited longest for a request
-    /// when the table is full. `None`: every connection is busy; refuse the new one.
-    fn admit(&self, now: u64) -> Option<(u64, Arc<Conn>)> {
-        let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let (next_id, conns) = &mut *guard;
-        if conns.len() >= self.max {
-            let victim = conns
-                .iter()
-                .filter(|(_, c)| !c.busy.load(Ordering::Acquire))
-                .min_by_key(|(_, c)| c.since.load(Ordering::Acquire))
-                .map(|(id, _)| *id)?;
-            // Removed now, so the table counts only connections that stay; the victim's
-            // descriptor closes as soon as its task sees the notification.
-            if let Some(c) = conns.remove(&victim) {
-                c.close(CloseReason::Evicted);
-            }
-        }
-        *next_id += 1;
-        let conn = Arc::new(Conn::new(now));
-        conns.insert(*next_id, conn.clone());
-        Some((*next_id, conn))
-    }
-
-    fn remove(&self, id: u64) {
-        let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        guard.1.remove(&id);
-    }
-}
-
-/// A taken scrape slot: the generation that took it, and the scrape's connection.
-type Slot = Option<(u64, Arc<Conn>)>;
-
-/// Slots for scrapes in flight, and the next generation number.
-struct ScrapeSlots {
-    inner: Mutex<(u64, Vec<Slot>)>,
-}
-
-/// A scrape's slot, freed on drop unless a newcomer has taken it over.
-struct ScrapePermit {
-    slots: Arc<ScrapeSlots>,
-    index: usize,
-    generation: u64,
-}
-
-impl Drop for ScrapePermit {
-    fn drop(&mut self) {
-        let mut guard = self.slots.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(slot) = guard.1.get_mut(self.index)
-            && slot.as_ref().is_some_and(|(g, _)| *g == self.generation)
-        {
-            *slot = None;
-        }
-    }
-}
-
-impl ScrapeSlots {
-    fn new(n: usize) -> Arc<ScrapeSlots> {
-        Arc::new(ScrapeSlots {
-            inner: Mutex::new((0, vec![None; n.max(1)])),
-        })
-    }
-
-    /// A slot for `conn`'s scrape: a free one, or the one of the scrape stalled longest
-    /// (at least [`SCRAPE_STALL_EVICT`]), whose connection is then closed.
-    fn admit(self: &Arc<Self>, conn: &Arc<Conn>, now: u64) -> Option<ScrapePermit> {
-        let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let (next_gen, slots) = &mut *guard;
-        let index = match slots.iter().position(Option::is_none) {
-            Some(i) => i,
-            None => {
-                let min_stall = SCRAPE_STALL_EVICT.as_millis() as u64;
-                let (i, stall) = slots
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, s)| s.as_ref().map(|(_, c)| (i, c.stalled_for(now))))
-                    .max_by_key(|(_, stall)| *stall)?;
-                if stall < min_stall {
-                    return None;
-                }
-                if let Some((_, victim)) = &slots[i] {
-                    victim.close(CloseReason::ScrapeEvicted);
-                }
-                i
-            }
-        };
-        *next_gen += 1;
-        slots[index] = Some((*next_gen, conn.clone()));
-        Some(ScrapePermit {
-            slots: self.clone(),
-            index,
-            generation: *next_gen,
-        })
-    }
-}
-
 /// A response body that reports to its connection when the client takes data and when the
 /// response is done, and holds the scrape slot until then.
 struct Tracked {
@@ -417,11 +135,9 @@ impl http_body::Body for Tracked {
         let this = self.get_mut();
         // hyper asks for more only once what it holds has gone to the socket: being asked
         // is the client's progress.
-        this.conn.polled.store(this.clock.now(), Ordering::Release);
+        let now = this.clock.now();
         let r = Pin::new(&mut this.inner).poll_frame(cx);
-        this.conn
-            .awaiting_us
-            .store(r.is_pending(), Ordering::Release);
+        this.conn.record_poll(now, r.is_pending());
         if let Poll::Ready(None) = r {
             this.finish();
         }
@@ -632,10 +348,7 @@ pub async fn serve(
         auth: Authenticator::new(),
         limiter: RateLimiter::new(),
         slots: ScrapeSlots::new(opts.max_concurrent_scrapes),
-        conns: ConnTable {
-            max: opts.max_connections,
-            inner: Mutex::new((0, HashMap::new())),
-        },
+        conns: ConnTable::new(opts.max_connections),
         clock: Clock {
             epoch: Instant::now(),
         },
@@ -728,7 +441,7 @@ async fn run_connection(
             let handshake = tokio::select! {
                 r = acceptor.accept(io) => Ok(r),
                 reason = watchdog(&conn, shared.clock, &shared.opts) => Err(Some(reason)),
-                _ = conn.wake.notified() => Err(conn.close_reason()),
+                reason = conn.closed() => Err(reason),
                 _ = stop_hs.wait_for(|s| *s) => Err(Some(CloseReason::Shutdown)),
             };
             match handshake {
@@ -790,9 +503,9 @@ where
                 return None;
             }
             reason = watchdog(conn, shared.clock, &shared.opts) => return Some(reason),
-            _ = conn.wake.notified() => return conn.close_reason(),
+            reason = conn.closed() => return reason,
             _ = stop.wait_for(|s| *s), if !draining => {
-                if !conn.busy.load(Ordering::Acquire) {
+                if !conn.is_busy() {
                     return Some(CloseReason::Shutdown);
                 }
                 // Finish the response in flight, then close.
@@ -808,7 +521,7 @@ where
 const LISTEN_BACKLOG: i32 = 4096;
 
 /// Binds the web listener (dual-stack for `[::]`, `SO_REUSEADDR` so a restart can bind while
-/// old connections sit in TIME_WAIT) with a backlog of [`LISTEN_BACKLOG`].
+/// old connections sit in TIME_WAIT) with a backlog of 4096.
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
@@ -849,82 +562,4 @@ fn raise_open_files_limit() -> Option<u64> {
         }
     }
     (lim.rlim_cur != libc::RLIM_INFINITY).then_some(lim.rlim_cur)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn full_table_evicts_the_longest_waiting_idle_connection() {
-        let t = ConnTable {
-            max: 2,
-            inner: Mutex::new((0, HashMap::new())),
-        };
-        let (_, a) = t.admit(10).unwrap();
-        let (_, b) = t.admit(20).unwrap();
-        b.begin_request(25);
-        let (_, _c) = t.admit(30).unwrap();
-        assert_eq!(a.close_reason(), Some(CloseReason::Evicted));
-        assert_eq!(b.close_reason(), None);
-    }
-
-    #[test]
-    fn full_table_of_busy_connections_refuses() {
-        let t = ConnTable {
-            max: 1,
-            inner: Mutex::new((0, HashMap::new())),
-        };
-        let (_, a) = t.admit(1).unwrap();
-        a.begin_request(2);
-        assert!(t.admit(3).is_none());
-        assert_eq!(a.close_reason(), None);
-    }
-
-    #[test]
-    fn scrape_slots_go_to_stalled_scrapes_only_after_the_stall_bound() {
-        let slots = ScrapeSlots::new(1);
-        let a = Arc::new(Conn::new(1));
-        a.begin_request(1);
-        let pa = slots.admit(&a, 1).unwrap();
-        // The gateway is still rendering: not the client's fault, never evicted.
-        let b = Arc::new(Conn::new(1));
-        assert!(slots.admit(&b, 10_000).is_none());
-        // The client stopped taking data at t=100.
-        a.polled.store(100, Ordering::Release);
-        a.awaiting_us.store(false, Ordering::Release);
-        assert!(slots.admit(&b, 500).is_none());
-        let pb = slots
-            .admit(&b, 100 + SCRAPE_STALL_EVICT.as_millis() as u64)
-            .unwrap();
-        assert_eq!(a.close_reason(), Some(CloseReason::ScrapeEvicted));
-        // The evicted scrape's permit no longer frees the slot it lost.
-        drop(pa);
-        let c = Arc::new(Conn::new(1));
-        assert!(slots.admit(&c, 2_000).is_none());
-        drop(pb);
-        assert!(slots.admit(&c, 2_000).is_some());
-    }
-
-    #[test]
-    fn deadlines_follow_the_connection_phase() {
-        let opts = ServerOptions::default();
-        let c = Conn::new(1);
-        // A new connection: its first header is due read_header_timeout after accept.
-        assert_eq!(
-            c.deadline(&opts),
-            (10_001, Some(CloseReason::ReadHeaderTimeout))
-        );
-        c.begin_request(50);
-        assert_eq!(c.deadline(&opts).1, None);
-        c.awaiting_us.store(false, Ordering::Release);
-        assert_eq!(c.deadline(&opts), (30_050, Some(CloseReason::WriteTimeout)));
-        c.end_request(100);
-        assert_eq!(c.deadline(&opts), (300_100, Some(CloseReason::IdleTimeout)));
-        c.saw_bytes(200);
-        assert_eq!(
-            c.deadline(&opts),
-            (10_200, Some(CloseReason::ReadHeaderTimeout))
-        );
-    }
 }
