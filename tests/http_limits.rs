@@ -126,7 +126,8 @@ fn connections_beyond_the_cap_evict_idle_ones_or_are_closed() {
     // Eight scrapes stalled by their clients: every connection is busy, so a new one is
     // closed at once, without an answer.
     let stalled: Vec<_> = (0..8).map(|_| non_reading_scrape(gw.http)).collect();
-    std::thread::sleep(Duration::from_millis(300));
+    // Idle once all eight requests are read and their scrapes have stalled.
+    wait_idle(gw.pid(), Duration::from_secs(30));
     let mut extra = non_reading_scrape(gw.http);
     assert_eq!(status_waiting(&mut extra), 0, "no response beyond the cap");
     let closed = closed_within(&mut extra, Duration::from_secs(2));

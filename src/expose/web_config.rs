@@ -313,14 +313,6 @@ impl WebConfigHandle {
         })
     }
 
-    /// A handle around an already loaded configuration (tests).
-    pub fn from_config(path: &Path, cfg: WebConfig) -> WebConfigHandle {
-        WebConfigHandle {
-            path: path.to_path_buf(),
-            current: ArcSwap::from_pointee(cfg),
-        }
-    }
-
     /// The file this handle reloads from.
     pub fn path(&self) -> &Path {
         &self.path
