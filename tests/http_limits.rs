@@ -105,6 +105,9 @@ fn connections_beyond_the_cap_evict_idle_ones_or_are_closed() {
     let _heavy = abuse::heavy();
     let gw = Gateway::start(&["--web.max-connections=8", "--web.max-concurrent-scrapes=8"]);
     populate(&gw, BIG);
+    // The scrapes that populate made have closed their connections by the time the gateway
+    // is idle; the table then holds only this test's connections.
+    wait_idle(gw.pid(), Duration::from_secs(30));
 
     // Eight idle connections fill the table; a ninth evicts the oldest.
     let mut idle: Vec<_> = (0..8)

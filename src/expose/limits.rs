@@ -233,7 +233,9 @@ impl ConnTable {
             let victim = conns
                 .iter()
                 .filter(|(_, c)| !c.busy.load(Ordering::Acquire))
-                .min_by_key(|(_, c)| c.since.load(Ordering::Acquire))
+                // Ids are handed out in accept order: among connections idle since the same
+                // millisecond, the one accepted first goes.
+                .min_by_key(|(id, c)| (c.since.load(Ordering::Acquire), **id))
                 .map(|(id, _)| *id)?;
             // Removed now, so the table counts only connections that stay; the victim's
             // descriptor closes as soon as its task sees the notification.
