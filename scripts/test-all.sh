@@ -1,23 +1,28 @@
 #!/usr/bin/env bash
 # Runs every check statsgate has, on a fresh Debian machine as on a developer's:
 # installs what the tests need (Debian's `prometheus` package: promtool and a real
-# Prometheus server), then formatting, lints, docs, that the fuzz targets build, and the whole
-# test suite of the workspace (the gateway and tools/loadgen).
+# Prometheus server; `curl` and `openssl`, the real clients of the TLS tests), then
+# formatting, lints, docs, that the fuzz targets build, and the whole test suite of the
+# workspace (the gateway and tools/loadgen).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_install=0
-command -v promtool >/dev/null 2>&1 || need_install=1
-command -v prometheus >/dev/null 2>&1 || need_install=1
+for tool in promtool prometheus curl openssl; do
+  command -v "$tool" >/dev/null 2>&1 || need_install=1
+done
 if [ "$need_install" = 1 ]; then
-  echo "==> installing Debian's prometheus package (promtool + server) for the tests"
+  echo "==> installing Debian's prometheus, curl and openssl packages for the tests"
   SUDO=""
   [ "$(id -u)" = 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+    prometheus curl openssl ca-certificates >/dev/null
 fi
 promtool --version | head -1
 prometheus --version 2>&1 | head -1
+curl --version | head -1
+openssl version
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check

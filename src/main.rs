@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use statsgate::cli::{self, Flags};
-use statsgate::expose::{self, HttpOptions, Lifecycle};
+use statsgate::expose::{self, HttpOptions, Lifecycle, ServerOptions, WebConfigHandle};
 use statsgate::ingest::{
     self, RelayTarget, Relayed, TcpOptions, UdpOptions, UnixgramOptions, parse_listen_address,
 };
@@ -36,12 +36,17 @@ fn main() {
 /// What the lifecycle endpoints and SIGHUP act on.
 struct Control {
     mapper: Arc<LiveMapper>,
+    web_config: Option<Arc<WebConfigHandle>>,
     quit: Arc<Notify>,
 }
 
 impl Lifecycle for Control {
+    /// Reloads the mapping file and the web config; both are tried, and either error is
+    /// reported.
     fn reload(&self) -> Result<(), String> {
-        self.mapper.reload().map(drop).map_err(|e| e.to_string())
+        let web = self.reload_web_config();
+        let mapping = self.mapper.reload().map(drop).map_err(|e| e.to_string());
+        mapping.and(web)
     }
 
     fn quit(&self) {
@@ -50,12 +55,33 @@ impl Lifecycle for Control {
     }
 }
 
-fn run(flags: Flags) -> Result<()> {
-    if flags.web_config_file.is_some() {
-        bail!(
-            "--web.config.file (TLS/basic auth) is not supported by statsgate yet; terminate TLS in front of it"
-        );
+impl Control {
+    fn reload_web_config(&self) -> Result<(), String> {
+        let Some(web) = &self.web_config else {
+            return Ok(());
+        };
+        match web.reload() {
+            Ok(()) => {
+                info!(file = %web.path().display(), "web config reloaded");
+                Ok(())
+            }
+            Err(e) => {
+                error!(error = %e, "web config reload failed; keeping the previous one");
+                Err(format!("web config: {e}"))
+            }
+        }
     }
+}
+
+fn run(flags: Flags) -> Result<()> {
+    let web_config = match &flags.web_config_file {
+        Some(p) => {
+            Some(Arc::new(WebConfigHandle::load(p).with_context(|| {
+                format!("loading web config {}", p.display())
+            })?))
+        }
+        None => None,
+    };
     if !flags.debug_dump_fsm.is_empty() {
         warn!("--debug.dump-fsm is not supported; ignoring it");
     }
@@ -114,6 +140,7 @@ fn run(flags: Flags) -> Result<()> {
     let quit = Arc::new(Notify::new());
     let control = Arc::new(Control {
         mapper,
+        web_config: web_config.clone(),
         quit: quit.clone(),
     });
 
@@ -146,7 +173,7 @@ fn run(flags: Flags) -> Result<()> {
             .context("installing the SIGHUP handler")?;
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
-                info!("SIGHUP received, reloading mapping config");
+                info!("SIGHUP received, reloading the mapping and web configs");
                 let c = hup_control.clone();
                 let _ = tokio::task::spawn_blocking(move || c.reload()).await;
             }
@@ -178,11 +205,20 @@ fn run(flags: Flags) -> Result<()> {
         let app = expose::router(store.clone(), Some(telemetry), control.clone(), opts);
         match web {
             Some(addr) => {
-                let listener = tokio::net::TcpListener::bind(addr)
-                    .await
+                let listener = expose::bind(addr)
                     .with_context(|| format!("binding the web listener on {addr}"))?;
-                info!(listener = "http", address = %listener.local_addr().unwrap_or(addr), "serving metrics over HTTP");
-                axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("HTTP server")?;
+                let tls = web_config.as_ref().is_some_and(|w| w.current().tls_enabled());
+                info!(listener = "http", address = %listener.local_addr().unwrap_or(addr), tls, "serving metrics over HTTP");
+                let server = ServerOptions {
+                    max_connections: flags.web_max_connections,
+                    max_concurrent_scrapes: flags.web_max_concurrent_scrapes,
+                    read_header_timeout: flags.web_read_header_timeout,
+                    idle_timeout: flags.web_idle_timeout,
+                    write_timeout: flags.web_write_timeout,
+                    shutdown_grace: flags.shutdown_grace_period,
+                    scrape_path: flags.web_telemetry_path.clone(),
+                };
+                expose::serve(listener, app, web_config.clone(), server, shutdown).await;
             }
             None => shutdown.await,
         }
@@ -191,6 +227,8 @@ fn run(flags: Flags) -> Result<()> {
         }
         Ok::<(), anyhow::Error>(())
     })?;
+    // Blocking tasks (a render whose client left, a reload) must not hold the exit up.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
     drop(maintenance);
     info!("stopped");
     Ok(())

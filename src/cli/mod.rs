@@ -79,6 +79,20 @@ fn parse_duration_flag(s: &str) -> Result<std::time::Duration, String> {
     parse_go_duration(s).ok_or_else(|| format!("{s:?} is not a duration like 200ms, 1s or 1m30s"))
 }
 
+fn parse_positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{s:?} is not a positive count")),
+    }
+}
+
+fn parse_positive_duration(s: &str) -> Result<std::time::Duration, String> {
+    match parse_duration_flag(s)? {
+        d if d.is_zero() => Err(format!("{s:?} must be longer than 0")),
+        d => Ok(d),
+    }
+}
+
 /// Every flag statsgate takes, as parsed by [`parse_args`].
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -110,10 +124,48 @@ pub struct Flags {
     #[arg(long = "web.enable-lifecycle", action = ArgAction::Set, num_args = 0..=1, default_value = "false", default_missing_value = "true", value_name = "BOOL")]
     pub web_enable_lifecycle: bool,
 
-    /// TLS/basic-auth web config file (exporter-toolkit). Not supported yet: refused, so a
-    /// deployment that relies on it never runs in the clear by accident.
-    #[arg(long = "web.config.file", value_name = "FILE", hide = true)]
+    /// Configuration file for TLS, basic auth and response headers, in the Prometheus
+    /// exporter-toolkit format; reloaded on SIGHUP and /-/reload.
+    #[arg(long = "web.config.file", value_name = "FILE")]
     pub web_config_file: Option<PathBuf>,
+
+    /// Open HTTP connections allowed; at the cap a new connection evicts the one idle longest,
+    /// or is closed if all are serving a request (lowered to half the open-files limit).
+    #[arg(
+        long = "web.max-connections",
+        default_value = "1024",
+        value_parser = parse_positive,
+        value_name = "N"
+    )]
+    pub web_max_connections: usize,
+
+    /// Scrapes served at once; beyond it a scrape gets 503 at once, or takes the slot of a
+    /// scrape whose client has stopped reading.
+    #[arg(
+        long = "web.max-concurrent-scrapes",
+        default_value = "16",
+        value_parser = parse_positive,
+        value_name = "N"
+    )]
+    pub web_max_concurrent_scrapes: usize,
+
+    /// Time allowed for a request header, from its first byte (and, for a new connection,
+    /// from accept; includes the TLS handshake).
+    #[arg(long = "web.read-header-timeout", default_value = "10s", value_parser = parse_positive_duration, value_name = "DURATION")]
+    pub web_read_header_timeout: std::time::Duration,
+
+    /// Time a keep-alive connection may wait for its next request.
+    #[arg(long = "web.idle-timeout", default_value = "5m", value_parser = parse_positive_duration, value_name = "DURATION")]
+    pub web_idle_timeout: std::time::Duration,
+
+    /// Time a response may wait for the client to take more data before the connection is dropped.
+    #[arg(long = "web.write-timeout", default_value = "30s", value_parser = parse_positive_duration, value_name = "DURATION")]
+    pub web_write_timeout: std::time::Duration,
+
+    /// On SIGTERM, SIGINT or /-/quit: time in-flight HTTP responses get to finish before their
+    /// connections are cut and the process exits.
+    #[arg(long = "shutdown.grace-period", default_value = "5s", value_parser = parse_duration_flag, value_name = "DURATION")]
+    pub shutdown_grace_period: std::time::Duration,
 
     /// The UDP address on which to receive statsd metric lines ("" disables it).
     #[arg(
@@ -359,6 +411,15 @@ mod tests {
         );
         assert_eq!(f.log_format, LogFormat::Logfmt);
         assert_eq!(f.profile, ProfileName::Statsd);
+        assert_eq!(f.web_max_connections, 1024);
+        assert_eq!(f.web_max_concurrent_scrapes, 16);
+        assert_eq!(
+            f.web_read_header_timeout,
+            std::time::Duration::from_secs(10)
+        );
+        assert_eq!(f.web_idle_timeout, std::time::Duration::from_secs(300));
+        assert_eq!(f.web_write_timeout, std::time::Duration::from_secs(30));
+        assert_eq!(f.shutdown_grace_period, std::time::Duration::from_secs(5));
     }
 
     #[test]
@@ -392,5 +453,8 @@ mod tests {
         assert!(parse(&["--statsd.event-flush-interval=soon"]).is_err());
         assert!(parse(&["--log.format=xml"]).is_err());
         assert!(parse(&["--no-such-flag"]).is_err());
+        assert!(parse(&["--web.max-connections=0"]).is_err());
+        assert!(parse(&["--web.read-header-timeout=0"]).is_err());
+        assert!(parse(&["--shutdown.grace-period=0"]).is_ok());
     }
 }

@@ -138,7 +138,9 @@ async fn quit(State(st): State<AppState>) -> Response {
 }
 
 async fn metrics(State(st): State<AppState>) -> Response {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    // One chunk queued while the next renders: enough to keep the socket busy, and little
+    // to hold (with the render thread) for a client that stops reading.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
     let store = st.store.clone();
     let telemetry = st.telemetry.clone();
     // Rendering walks locks and may take a while on a big store: keep it off the async

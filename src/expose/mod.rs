@@ -1,7 +1,15 @@
 //! The HTTP side: `/metrics` in Prometheus text format, the landing page, health and
-//! readiness, and the lifecycle endpoints (reload, quit).
+//! readiness, and the lifecycle endpoints (reload, quit); served by statsgate's own bounded
+//! server, with TLS and basic auth from `--web.config.file`.
 
+mod auth;
 mod http;
+mod limits;
+mod server;
 pub mod text;
+mod web_config;
 
 pub use http::{HttpOptions, Lifecycle, router};
+pub use limits::SCRAPE_STALL_EVICT;
+pub use server::{ServerOptions, bind, serve};
+pub use web_config::{RateLimit, WebConfig, WebConfigError, WebConfigHandle};

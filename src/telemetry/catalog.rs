@@ -163,6 +163,18 @@ families! { RECORDED:
         "The number of series currently held.";
     SERIES_EXPIRED: Counter "statsgate_series_expired_total" []
         "Series removed because their TTL ran out.";
+    HTTP_CONNECTIONS_REFUSED: Counter "statsgate_http_connections_refused_total" []
+        "HTTP connections closed at accept: --web.max-connections were open, all serving a request.";
+    HTTP_CONNECTIONS_CLOSED: Counter "statsgate_http_connections_closed_total" ["reason"]
+        "HTTP connections the gateway closed, by reason (timeouts, eviction, shutdown).";
+    HTTP_SCRAPES_REJECTED: Counter "statsgate_http_scrapes_rejected_total" []
+        "Scrapes answered 503 because --web.max-concurrent-scrapes were in flight.";
+    HTTP_AUTH_FAILURES: Counter "statsgate_http_auth_failures_total" []
+        "HTTP requests answered 401 (basic auth from --web.config.file).";
+    HTTP_RATE_LIMITED: Counter "statsgate_http_rate_limited_total" []
+        "HTTP requests answered 429 (rate_limit from --web.config.file).";
+    HTTP_TLS_HANDSHAKE_ERRORS: Counter "statsgate_http_tls_handshake_errors_total" []
+        "TLS handshakes that failed (plain HTTP on the TLS port, refused client certificates, ...).";
 }
 
 // Read from /proc and written by `process.rs` on each scrape rather than recorded.
