@@ -30,11 +30,11 @@
 
 use super::float::parse_go_float;
 use super::tags::{self, NameSplit};
-use super::{Dialects, EventKind, ParseCounters, Sample, SampleError, StatType, Tags};
+use super::{Dialects, EventKind, ParseCounters, ReplayParts, Sample, SampleError, StatType, Tags};
 use nom::branch::alt;
 use nom::bytes::complete::{tag, take_till, take_until, take_until1};
 use nom::character::complete::char;
-use nom::combinator::{all_consuming, cut, iterator, opt, rest, verify};
+use nom::combinator::{all_consuming, cut, iterator, opt, peek, rest, verify};
 use nom::sequence::{preceded, terminated};
 use nom::{IResult, Parser};
 use std::borrow::Cow;
@@ -68,6 +68,24 @@ fn dogstatsd_marker(body: &[u8]) -> Option<(&[u8], &[u8])> {
     let found: PResult<'_, (&[u8], &[u8])> =
         (take_until("|#"), preceded(char('|'), rest)).parse(body);
     found.ok().map(|(_, cut)| cut)
+}
+
+/// The cut [`super::split_for_replay`] makes: `name ":" value "|" tail`, where the value runs
+/// to the first `|` and holds no `:` (several values are not replayed). Unlike [`line`], an
+/// empty name is cut too: such a line never parses, so it is never replayed either.
+pub(super) fn replay_parts(input: &[u8]) -> Option<ReplayParts<'_>> {
+    let parsed: PResult<'_, (&[u8], &[u8])> = (
+        terminated(take_until(":"), char(':')),
+        terminated(take_till(|b| b == b'|' || b == b':'), peek(char('|'))),
+    )
+        .parse(input);
+    parsed
+        .ok()
+        .map(|(tail, (name_section, value))| ReplayParts {
+            name_section,
+            value,
+            tail,
+        })
 }
 
 /// Go's `strings.Split(input, sep)` as the production `*(piece sep) piece`: every piece,
