@@ -2,27 +2,32 @@
 //! line's bytes.
 //!
 //! One function per production; the name-section and tag-list productions live in
-//! [`super::tags`]:
+//! [`super::tags`]. The error reason a failed production stands for is on its right.
 //!
 //! ```text
-//! line         = name_section ":" body             ; no `:`, empty name, bad UTF-8: malformed_line
-//! name_section = signalfx_block | name_tag_list | metric                           (tags.rs)
-//! body         = values "|" fields_text            ; no `|`: not_enough_parts_after_colon
-//!   cut into samples by the first shape that applies, in Go's order:
-//!              = value *(":" value) "|" fields     ; extended aggregation; type ms, h or d
-//!              | sample                            ; the body holds `|#`: one sample only
-//!              | sample *(":" sample)              ; multi-metric
+//! line         = name_section ":" body            ; no `:`, empty name, bad UTF-8: malformed_line
+//! name_section = signalfx_block | name_tag_list | metric                          (tags.rs)
+//! body         = values "|" ...                   ; no `|` at all: not_enough_parts_after_colon
+//!              ; then the first shape that applies, in Go's order:
+//!              = value 1*(":" value) "|" fields   ; extended aggregation; type ms, h or d, or
+//!                                                 ;   invalid_extended_aggregate_type
+//!              | sample                           ; the body holds `|#`: one sample only
+//!              | sample *(":" sample)             ; multi-metric
 //! sample       = value ["|" fields]
-//! fields       = stat_type *("|" component) [tags_tail]  ; 2 to 6 parts with the value
-//! stat_type    = "c" | "g" | "ms" | "h" | "d"
-//! component    = "@" sample_rate | "#" tag_list | "c:" container_id | "T" timestamp
-//! tags_tail    = "#" <the rest of the line>        ; only with `dogstatsd_tags_last`
-//! tag_list     = *(tag ",") [tag]                                                  (tags.rs)
+//! fields       = stat_type *("|" component) [tags_tail]  ; 2 to 6 parts in all with the value,
+//!                                                 ;   or malformed_component
+//! stat_type    = "c" | "g" | "ms" | "h" | "d"     ; illegal_event
+//! component    = "@" sample_rate                  ; a bad rate: invalid_sample_factor, not fatal
+//!              | "#" tag_list                     ; DogStatsD tags
+//!              | "c:" container_id                ; `c` without `:id`: malformed_container_id
+//!              | "T" timestamp                    ; anything else: invalid_sample_factor
+//! tags_tail    = "#" <the rest of the line>       ; only with `dogstatsd_tags_last`
+//! tag_list     = *(tag ",") [tag]                                                 (tags.rs)
 //! ```
 //!
-//! The parsers find the structure; [`sample`] then checks it in statsd_exporter's order (the
-//! part count before the value, the value before empty components, the type last), which is
-//! what makes the error reasons agree with Go's.
+//! The parsers find the structure; [`emit_sample`] then checks each sample in statsd_exporter's
+//! order (the part count before the value, the value before empty components, the type
+//! last), which is what makes the error reasons agree with Go's.
 //!
 //! Every production takes and returns sub-slices of the line. Once the whole line is known to
 //! be UTF-8, a cut at an ASCII delimiter is valid text as well ([`text_of`]), so nothing is
@@ -53,9 +58,9 @@ fn line(input: &[u8]) -> PResult<'_, &[u8]> {
     terminated(take_until1(":"), char(':')).parse(input)
 }
 
-/// `body = values "|" fields_text`: statsd_exporter's `SplitN(rest, "|", 3)` must give at
-/// least two parts. Returns the text after the first `|` and the values before it.
-fn values_and_fields(body: &[u8]) -> PResult<'_, &[u8]> {
+/// `values "|"`, the start of every body: statsd_exporter's `SplitN(rest, "|", 3)` must give
+/// at least two parts. Returns the text after the first `|` and the values before it.
+fn values(body: &[u8]) -> PResult<'_, &[u8]> {
     terminated(part, char('|')).parse(body)
 }
 
@@ -109,7 +114,7 @@ fn part(input: &[u8]) -> PResult<'_, &[u8]> {
 }
 
 /// `sample = value ["|" fields]`.
-fn sample_parts<'a>(
+fn sample<'a>(
     text: &'a [u8],
     tail: Option<&'a [u8]>,
 ) -> (&'a [u8], Result<Fields<'a>, SampleError>) {
@@ -117,7 +122,7 @@ fn sample_parts<'a>(
         (part, opt(preceded(char('|'), rest))).parse(text);
     match parsed {
         Ok((_, (value, after))) => (value, fields(after, tail)),
-        // `take_till` and `opt` cannot fail; an empty value is a malformed_value as in Go.
+        // Neither `take_till` nor `opt` fails.
         Err(_) => (text, fields(None, tail)),
     }
 }
@@ -272,13 +277,13 @@ pub(super) fn parse_line<'a>(
         return;
     }
     // statsd_exporter checks UTF-8 on the whole line, tag values included.
-    let (Ok(text), Ok((body, name))) = (std::str::from_utf8(input), line(input)) else {
+    let (Ok(text), Ok((rest, name))) = (std::str::from_utf8(input), line(input)) else {
         counters.record(SampleError::MalformedLine);
         return;
     };
     let name = text_of(text, name);
     let split = tags::split_name(name, dialects);
-    let marker = dogstatsd_marker(body);
+    let marker = dogstatsd_marker(rest);
     // Step 4: only name tags that yield a label make a second style; its tag errors are
     // counted because Go parsed the name tags before it gave up.
     if marker.is_some() && (split.list.is_some() || split.bad_bracket) {
@@ -296,7 +301,7 @@ pub(super) fn parse_line<'a>(
         metric: split.metric(),
         dialects,
     };
-    let emitted = samples(&ctx, body, marker, counters, &mut on_sample);
+    let emitted = body(&ctx, rest, marker, counters, &mut on_sample);
     if emitted == 0 {
         // No sample carries the name tags to a decode, so their errors are counted here.
         counters.tag_errors += u64::from(name_tag_errors(&split));
@@ -311,16 +316,16 @@ fn name_tag_errors(split: &NameSplit<'_>) -> u32 {
     }
 }
 
-/// Steps 5–6: cuts the body into samples by the shapes of `body` and parses each. Returns how
-/// many were emitted.
-fn samples<'a>(
+/// Steps 5–6, `body`: cuts the text after the name into samples by the first shape that
+/// applies and parses each. Returns how many were emitted.
+fn body<'a>(
     ctx: &Line<'a, '_>,
-    body: &'a [u8],
+    input: &'a [u8],
     marker: Option<(&'a [u8], &'a [u8])>,
     counters: &mut ParseCounters,
     on_sample: &mut impl FnMut(Sample<'a>),
 ) -> usize {
-    let Ok((after_values, values)) = values_and_fields(body) else {
+    let Ok((after_values, value_list)) = values(input) else {
         counters.record(SampleError::NotEnoughPartsAfterColon);
         return 0;
     };
@@ -328,14 +333,14 @@ fn samples<'a>(
     // cluster names hold `|`), and only the head before it is split on `|`.
     let (head, tail) = match marker {
         Some((before, tags)) if ctx.dialects.dogstatsd_tags_last => (before, Some(tags)),
-        _ => (body, None),
+        _ => (input, None),
     };
     let mut emitted = 0;
-    let mut emit = |value, fields, counters: &mut ParseCounters| {
-        emitted += usize::from(sample(ctx, value, fields, counters, on_sample));
+    let mut emit = |value, parts, counters: &mut ParseCounters| {
+        emitted += usize::from(emit_sample(ctx, value, parts, counters, on_sample));
     };
 
-    if values.contains(&b':') {
+    if value_list.contains(&b':') {
         // DogStatsD extended aggregation `a:1:2:3|ms|...`. Go checks the part after the first
         // `|` of the whole body (its `lineParts[1]`), before any sample is counted.
         let type_text = part(after_values).map_or(&b""[..], |(_, t)| t);
@@ -345,16 +350,16 @@ fn samples<'a>(
         }
         // Every value takes the same fields, so they are cut once. The type is not a `#...`
         // part, so the head still holds the first `|`.
-        let shared = fields(values_and_fields(head).ok().map(|(f, _)| f), tail);
-        split_each(values, b':', |value| emit(value, shared, counters));
+        let shared = fields(values(head).ok().map(|(f, _)| f), tail);
+        split_each(value_list, b':', |value| emit(value, shared, counters));
     } else if marker.is_some() {
         // DogStatsD tags turn the multi-metric form off: the body is one sample.
-        let (value, fields) = sample_parts(head, tail);
-        emit(value, fields, counters);
+        let (value, parts) = sample(head, tail);
+        emit(value, parts, counters);
     } else {
-        split_each(body, b':', |text| {
-            let (value, fields) = sample_parts(text, None);
-            emit(value, fields, counters);
+        split_each(input, b':', |text| {
+            let (value, parts) = sample(text, None);
+            emit(value, parts, counters);
         });
     }
     emitted
@@ -379,7 +384,7 @@ fn repeat_for_rate(rate: f64) -> u32 {
 
 /// Step 7 for one sample, checked in statsd_exporter's order. Returns whether a sample was
 /// emitted.
-fn sample<'a>(
+fn emit_sample<'a>(
     ctx: &Line<'a, '_>,
     value_text: &'a [u8],
     fields: Result<Fields<'a>, SampleError>,
@@ -410,7 +415,8 @@ fn sample<'a>(
     let stat = stat_type(type_text);
 
     let mut repeat = 1;
-    let mut sample_rate_seen = 1.0;
+    // The last `@` component's rate, which `Sample::rate` reports.
+    let mut last_rate = 1.0;
     let mut container_id = None;
     // The first and the last `#` component: the DogStatsD section spans them.
     let mut dog: Option<(&[u8], &[u8])> = None;
@@ -421,7 +427,7 @@ fn sample<'a>(
                 if bad {
                     counters.record(SampleError::InvalidSampleFactor);
                 }
-                sample_rate_seen = rate;
+                last_rate = rate;
                 // Gauges ignore the rate; every `@` divides a counter again.
                 match stat.map(StatType::kind) {
                     Some(EventKind::Counter) => value /= rate,
@@ -445,21 +451,19 @@ fn sample<'a>(
         }
     }
 
+    // Only an observer's `repeat` was ever changed.
     let Some(stat_type) = stat else {
         counters.record(SampleError::IllegalEvent);
         counters.tag_errors += dogstatsd_errors(ctx, Some(components));
         return false;
     };
-    if stat_type.kind() != EventKind::Observer {
-        repeat = 1;
-    }
     on_sample(Sample {
         metric: ctx.metric.clone(),
         stat_type,
         value,
         relative,
         repeat,
-        rate: sample_rate_seen,
+        rate: last_rate,
         tags: Tags {
             name_section: ctx.name,
             dogstatsd: dog.map(|(first, last)| span_of(ctx.text, first, last)),
