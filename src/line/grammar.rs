@@ -1,107 +1,291 @@
-//! statsd_exporter's `LineToEvents`, step for step (§1.2 of the reference notes), over a
-//! borrowed line.
+//! statsd_exporter's `LineToEvents` (§1.2 of the reference notes) as `nom` parsers over the
+//! line's bytes.
 //!
-//! The line is cut with `nom` at its fixed delimiters (the first `:`, the first `|`, the
-//! first `|#`); a sample's components are then walked with `split('|')` iterators so no
-//! `Vec` is built. The only allocation is a metric name with a SignalFx block in its middle.
+//! One function per production; the name-section and tag-list productions live in
+//! [`super::tags`]. The error reason a failed production stands for is on its right.
+//!
+//! ```text
+//! line         = name_section ":" body            ; no `:`, empty name, bad UTF-8: malformed_line
+//! name_section = signalfx_block | name_tag_list | metric                          (tags.rs)
+//! body         = values "|" ...                   ; no `|` at all: not_enough_parts_after_colon
+//!              ; then the first shape that applies, in Go's order:
+//!              = value 1*(":" value) "|" fields   ; extended aggregation; type ms, h or d, or
+//!                                                 ;   invalid_extended_aggregate_type
+//!              | sample                           ; the body holds `|#`: one sample only
+//!              | sample *(":" sample)             ; multi-metric
+//! sample       = value ["|" fields]
+//! fields       = stat_type *("|" component) [tags_tail]  ; 2 to 6 parts in all with the value,
+//!                                                 ;   or malformed_component
+//! stat_type    = "c" | "g" | "ms" | "h" | "d"     ; illegal_event
+//! component    = "@" sample_rate                  ; a bad rate: invalid_sample_factor, not fatal
+//!              | "#" tag_list                     ; DogStatsD tags
+//!              | "c:" container_id                ; `c` without `:id`: malformed_container_id
+//!              | "T" timestamp                    ; anything else: invalid_sample_factor
+//! tags_tail    = "#" <the rest of the line>       ; only with `dogstatsd_tags_last`
+//! tag_list     = *(tag ",") [tag]                                                 (tags.rs)
+//! ```
+//!
+//! The parsers find the structure; [`emit_sample`] then checks each sample in statsd_exporter's
+//! order (the part count before the value, the value before empty components, the type
+//! last), which is what makes the error reasons agree with Go's.
+//!
+//! Every production takes and returns sub-slices of the line. Once the whole line is known to
+//! be UTF-8, a cut at an ASCII delimiter is valid text as well ([`text_of`]), so nothing is
+//! copied; the only allocation is a metric name with a SignalFx block in its middle.
 
 use super::float::parse_go_float;
 use super::tags::{self, NameSplit};
-use super::{Dialects, ParseCounters, Sample, SampleError, StatType, Tags};
-use nom::bytes::complete::{tag, take_till, take_until};
-use nom::sequence::terminated;
+use super::{Dialects, EventKind, ParseCounters, ReplayParts, Sample, SampleError, StatType, Tags};
+use nom::branch::alt;
+use nom::bytes::complete::{tag, take_till, take_until, take_until1};
+use nom::character::complete::char;
+use nom::combinator::{all_consuming, cut, iterator, opt, peek, rest, verify};
+use nom::sequence::{preceded, terminated};
 use nom::{IResult, Parser};
 use std::borrow::Cow;
 
-/// statsd_exporter rejects a sample with fewer or more `|`-separated components.
-const MIN_COMPONENTS: usize = 2;
-const MAX_COMPONENTS: usize = 6;
+/// A production's result over the line's bytes. A failure carries nothing: the caller knows
+/// which reason (if any) a failed production stands for.
+pub(super) type PResult<'a, O> = IResult<&'a [u8], O, ()>;
 
-/// `name:rest`: the name runs to the first `:`.
-fn name_and_rest(line: &str) -> Option<(&str, &str)> {
-    let parsed: IResult<&str, &str> = terminated(take_till(|c| c == ':'), tag(":")).parse(line);
-    parsed.ok().map(|(rest, name)| (name, rest))
+/// statsd_exporter accepts 2 to 6 `|`-separated parts per sample, the value included; the
+/// parts after the value therefore fit a fixed array.
+const MAX_FIELDS: usize = 5;
+
+/// `line = name_section ":" body`: the name runs to the first `:` and is never empty
+/// (`take_until1` finds the `:` with memchr). Returns the body and the name section.
+fn line(input: &[u8]) -> PResult<'_, &[u8]> {
+    terminated(take_until1(":"), char(':')).parse(input)
 }
 
-/// Byte offset of the first `|#` (the DogStatsD tag marker) in `rest`.
-fn tag_marker(rest: &str) -> Option<usize> {
-    let found: IResult<&str, &str> = take_until("|#").parse(rest);
-    found.ok().map(|(_, before)| before.len())
+/// `values "|"`, the start of every body: statsd_exporter's `SplitN(rest, "|", 3)` must give
+/// at least two parts. Returns the text after the first `|` and the values before it.
+fn values(body: &[u8]) -> PResult<'_, &[u8]> {
+    terminated(part, char('|')).parse(body)
+}
+
+/// The first `|#` anywhere in the body, as (the body before it, `#...` to the end).
+///
+/// Its mere presence matters, whatever the dogstatsd flag says: it makes name tags a
+/// `mixed_tagging_styles` error and turns the multi-metric form off. Go finds it with
+/// `strings.Contains(rest, "|#")`, so a `|#` inside a value list counts too.
+fn dogstatsd_marker(body: &[u8]) -> Option<(&[u8], &[u8])> {
+    let found: PResult<'_, (&[u8], &[u8])> =
+        (take_until("|#"), preceded(char('|'), rest)).parse(body);
+    found.ok().map(|(_, cut)| cut)
+}
+
+/// The cut [`super::split_for_replay`] makes: `name ":" value "|" tail`, where the value runs
+/// to the first `|` and holds no `:` (several values are not replayed). Unlike [`line`], an
+/// empty name is cut too: such a line never parses, so it is never replayed either.
+pub(super) fn replay_parts(input: &[u8]) -> Option<ReplayParts<'_>> {
+    let parsed: PResult<'_, (&[u8], &[u8])> = (
+        terminated(take_until(":"), char(':')),
+        terminated(take_till(|b| b == b'|' || b == b':'), peek(char('|'))),
+    )
+        .parse(input);
+    parsed
+        .ok()
+        .map(|(tail, (name_section, value))| ReplayParts {
+            name_section,
+            value,
+            tail,
+        })
+}
+
+/// Go's `strings.Split(input, sep)` as the production `*(piece sep) piece`: every piece,
+/// empty ones included (`a:` is two samples, the second empty), handed to `each` in order.
+pub(super) fn split_each<'a>(input: &'a [u8], sep: u8, mut each: impl FnMut(&'a [u8])) {
+    let piece_and_sep = terminated(take_till(move |b| b == sep), char(char::from(sep)));
+    let mut pieces = iterator(input, piece_and_sep);
+    for piece in &mut pieces {
+        each(piece);
+    }
+    // The separator-terminated pieces stop at the last one, which runs to the end.
+    let last: PResult<'_, ()> = pieces.finish();
+    if let Ok((last, ())) = last {
+        each(last);
+    }
+}
+
+/// A value or a part after it runs to the next `|`.
+fn part(input: &[u8]) -> PResult<'_, &[u8]> {
+    take_till(|b| b == b'|').parse(input)
+}
+
+/// `sample = value ["|" fields]`.
+fn sample<'a>(
+    text: &'a [u8],
+    tail: Option<&'a [u8]>,
+) -> (&'a [u8], Result<Fields<'a>, SampleError>) {
+    let parsed: PResult<'_, (&[u8], Option<&[u8]>)> =
+        (part, opt(preceded(char('|'), rest))).parse(text);
+    match parsed {
+        Ok((_, (value, after))) => (value, fields(after, tail)),
+        // Neither `take_till` nor `opt` fails.
+        Err(_) => (text, fields(None, tail)),
+    }
+}
+
+/// The parts of a sample after its value: the type, then up to four components.
+#[derive(Clone, Copy)]
+struct Fields<'a> {
+    parts: [&'a [u8]; MAX_FIELDS],
+    len: usize,
+}
+
+impl<'a> Fields<'a> {
+    /// The type text and the components after it.
+    fn type_and_components(&self) -> (&'a [u8], &[&'a [u8]]) {
+        let parts = self.parts.get(..self.len).unwrap_or_default();
+        match parts.split_first() {
+            Some((stat_type, components)) => (stat_type, components),
+            None => (b"", parts),
+        }
+    }
+}
+
+/// `fields = stat_type *("|" component) [tags_tail]`: `text` split on `|`, then the
+/// tags-last tail as one more part. A sample with fewer than 2 or more than 6 parts is a
+/// malformed_component, decided before its value is looked at.
+fn fields<'a>(text: Option<&'a [u8]>, tail: Option<&'a [u8]>) -> Result<Fields<'a>, SampleError> {
+    let mut parts: [&[u8]; MAX_FIELDS] = [b""; MAX_FIELDS];
+    let mut len = 0;
+    let mut push = |part| {
+        if let Some(slot) = parts.get_mut(len) {
+            *slot = part;
+        }
+        len += 1;
+    };
+    if let Some(text) = text {
+        split_each(text, b'|', &mut push);
+    }
+    if let Some(tail) = tail {
+        push(tail);
+    }
+    if (1..=MAX_FIELDS).contains(&len) {
+        Ok(Fields { parts, len })
+    } else {
+        Err(SampleError::MalformedComponent)
+    }
+}
+
+/// `stat_type = "c" | "g" | "ms" | "h" | "d"`, the whole part. statsd_exporter has no sets, so
+/// `s`, like anything else, is an illegal_event (decided after the components).
+fn stat_type(part: &[u8]) -> Option<StatType> {
+    let parsed: PResult<'_, StatType> = all_consuming(alt((
+        tag("c").map(|_| StatType::Counter),
+        tag("g").map(|_| StatType::Gauge),
+        tag("ms").map(|_| StatType::Timer),
+        tag("h").map(|_| StatType::Histogram),
+        tag("d").map(|_| StatType::Distribution),
+    )))
+    .parse(part);
+    parsed.ok().map(|(_, t)| t)
+}
+
+/// One component after the type.
+#[derive(Clone, Copy)]
+enum Component<'a> {
+    /// `@rate`, the rate still as text: a bad one is counted but does not drop the sample.
+    SampleRate(&'a [u8]),
+    /// `#k:v,...`: the DogStatsD tag list after the `#`, decoded later from the raw section.
+    Tags(&'a [u8]),
+    /// `c:id` (DogStatsD 1.2).
+    ContainerId(&'a [u8]),
+    /// `T<unix seconds>` (DogStatsD 1.3): ignored and not validated, as statsd_exporter does.
+    Timestamp,
+}
+
+/// `component = "@" sample_rate | "#" tag_list | "c:" container_id | "T" timestamp`, chosen by
+/// the first byte as Go's `switch component[0]` does; any other first byte is an
+/// invalid_sample_factor (Go's `default:` branch), and a `c` without `:id` a
+/// malformed_container_id.
+fn component(part: &[u8]) -> Result<Component<'_>, SampleError> {
+    let parsed: PResult<'_, Component<'_>> = alt((
+        preceded(char('@'), rest).map(Component::SampleRate),
+        preceded(char('#'), rest).map(Component::Tags),
+        // `cut`: once the `c` matched, no other branch may claim the part.
+        preceded(
+            char('c'),
+            cut(preceded(
+                char(':'),
+                verify(rest, |id: &[u8]| !id.is_empty()),
+            )),
+        )
+        .map(Component::ContainerId),
+        char('T').map(|_| Component::Timestamp),
+    ))
+    .parse(part);
+    match parsed {
+        Ok((_, component)) => Ok(component),
+        Err(nom::Err::Failure(())) => Err(SampleError::MalformedContainerId),
+        Err(_) => Err(SampleError::InvalidSampleFactor),
+    }
+}
+
+/// `sample_rate`: Go's `ParseFloat`. A bad rate is counted (invalid_sample_factor) but the
+/// sample goes on with the value Go returns alongside the error (0, or ±Inf out of range),
+/// and a rate of 0 means 1. Returns the rate and whether it was bad.
+fn sample_rate(text: &str) -> (f64, bool) {
+    let (rate, bad) = match parse_go_float(text) {
+        Ok(rate) => (rate, false),
+        Err(err) => (err.value(), true),
+    };
+    (if rate == 0.0 { 1.0 } else { rate }, bad)
+}
+
+/// `part`, a sub-slice of `whole`'s bytes, back as text.
+pub(super) fn text_of<'a>(whole: &'a str, part: &[u8]) -> &'a str {
+    span_of(whole, part, part)
+}
+
+/// The text of `whole` from the start of `first` to the end of `last`, both sub-slices of its
+/// bytes. The grammar cuts only at ASCII delimiters, which never fall inside a multi-byte
+/// character, so the span always lies on character boundaries.
+fn span_of<'a>(whole: &'a str, first: &[u8], last: &[u8]) -> &'a str {
+    let base = whole.as_ptr() as usize;
+    let start = (first.as_ptr() as usize).wrapping_sub(base);
+    let end = (last.as_ptr() as usize)
+        .wrapping_sub(base)
+        .wrapping_add(last.len());
+    let text = whole.get(start..end);
+    debug_assert!(
+        text.is_some(),
+        "a cut outside its line or inside a character"
+    );
+    text.unwrap_or_default()
 }
 
 /// What every sample of one line shares.
 struct Line<'a, 'd> {
+    /// The whole line, known to be UTF-8.
+    text: &'a str,
     /// The raw name section, the cache identity of the name and its embedded tags.
     name: &'a str,
     metric: Cow<'a, str>,
-    /// Everything after the first `:`; every component is a slice of it.
-    rest: &'a str,
     dialects: &'d Dialects,
 }
 
-/// One sample's components: `value`, then `after.split('|')`, then `tail` (the whole
-/// DogStatsD section as one component when [`Dialects::dogstatsd_tags_last`] applies).
-#[derive(Clone, Copy)]
-struct Parts<'a> {
-    value: &'a str,
-    after: Option<&'a str>,
-    tail: Option<&'a str>,
-}
-
-impl<'a> Parts<'a> {
-    /// Splits `text` at its first `|` into the value and the components after it.
-    fn of(text: &'a str, tail: Option<&'a str>) -> Self {
-        match text.split_once('|') {
-            Some((value, after)) => Parts {
-                value,
-                after: Some(after),
-                tail,
-            },
-            None => Parts {
-                value: text,
-                after: None,
-                tail,
-            },
-        }
-    }
-
-    fn count(&self) -> usize {
-        let after = self
-            .after
-            .map_or(0, |a| a.bytes().filter(|&b| b == b'|').count() + 1);
-        1 + after + usize::from(self.tail.is_some())
-    }
-
-    /// The components after the value: the type first, then rate, tags, container id...
-    fn components(&self) -> impl Iterator<Item = &'a str> + Clone + use<'a> {
-        self.after
-            .into_iter()
-            .flat_map(|a| a.split('|'))
-            .chain(self.tail)
-    }
-}
-
 pub(super) fn parse_line<'a>(
-    line: &'a [u8],
+    input: &'a [u8],
     dialects: &Dialects,
     counters: &mut ParseCounters,
     mut on_sample: impl FnMut(Sample<'a>),
 ) {
-    if line.is_empty() {
+    if input.is_empty() {
         return;
     }
     // statsd_exporter checks UTF-8 on the whole line, tag values included.
-    let Some((name, rest)) = std::str::from_utf8(line)
-        .ok()
-        .and_then(name_and_rest)
-        .filter(|(name, _)| !name.is_empty())
-    else {
+    let (Ok(text), Ok((rest, name))) = (std::str::from_utf8(input), line(input)) else {
         counters.record(SampleError::MalformedLine);
         return;
     };
-
+    let name = text_of(text, name);
     let split = tags::split_name(name, dialects);
-    let marker = tag_marker(rest);
+    let marker = dogstatsd_marker(rest);
+    // Step 4: only name tags that yield a label make a second style; its tag errors are
+    // counted because Go parsed the name tags before it gave up.
     if marker.is_some() && (split.list.is_some() || split.bad_bracket) {
         let name_tags = split.counts();
         if name_tags.labels > 0 {
@@ -112,12 +296,12 @@ pub(super) fn parse_line<'a>(
     }
 
     let ctx = Line {
+        text,
         name,
         metric: split.metric(),
-        rest,
         dialects,
     };
-    let emitted = parse_samples(&ctx, marker, counters, &mut on_sample);
+    let emitted = body(&ctx, rest, marker, counters, &mut on_sample);
     if emitted == 0 {
         // No sample carries the name tags to a decode, so their errors are counted here.
         counters.tag_errors += u64::from(name_tag_errors(&split));
@@ -132,58 +316,51 @@ fn name_tag_errors(split: &NameSplit<'_>) -> u32 {
     }
 }
 
-/// Steps 5–6: cuts `rest` into samples and parses each. Returns how many were emitted.
-fn parse_samples<'a>(
+/// Steps 5–6, `body`: cuts the text after the name into samples by the first shape that
+/// applies and parses each. Returns how many were emitted.
+fn body<'a>(
     ctx: &Line<'a, '_>,
-    marker: Option<usize>,
+    input: &'a [u8],
+    marker: Option<(&'a [u8], &'a [u8])>,
     counters: &mut ParseCounters,
     on_sample: &mut impl FnMut(Sample<'a>),
 ) -> usize {
-    let rest = ctx.rest;
-    let Some(first_pipe) = rest.find('|') else {
+    let Ok((after_values, value_list)) = values(input) else {
         counters.record(SampleError::NotEnoughPartsAfterColon);
         return 0;
     };
-    // With `dogstatsd_tags_last`, everything from the first `|#` on is one tag component
-    // (`#...`), and only what precedes it is split on `|`.
-    let tags_last = marker.filter(|_| ctx.dialects.dogstatsd_tags_last);
-    let tail = tags_last.map(|pos| &rest[pos + 1..]);
-    let first_value_part = &rest[..first_pipe];
+    // With `dogstatsd_tags_last`, everything from the first `|#` on is one part (Istio
+    // cluster names hold `|`), and only the head before it is split on `|`.
+    let (head, tail) = match marker {
+        Some((before, tags)) if ctx.dialects.dogstatsd_tags_last => (before, Some(tags)),
+        _ => (input, None),
+    };
     let mut emitted = 0;
+    let mut emit = |value, parts, counters: &mut ParseCounters| {
+        emitted += usize::from(emit_sample(ctx, value, parts, counters, on_sample));
+    };
 
-    if first_value_part.contains(':') {
-        // DogStatsD extended aggregation: `a:1:2:3|ms|...`, each value with the same suffix.
-        let after_pipe = &rest[first_pipe + 1..];
-        let stat_type = after_pipe.split('|').next().unwrap_or("");
-        if !matches!(stat_type, "ms" | "h" | "d") {
+    if value_list.contains(&b':') {
+        // DogStatsD extended aggregation `a:1:2:3|ms|...`. Go checks the part after the first
+        // `|` of the whole body (its `lineParts[1]`), before any sample is counted.
+        let type_text = part(after_values).map_or(&b""[..], |(_, t)| t);
+        if stat_type(type_text).is_none_or(|t| t.kind() != EventKind::Observer) {
             counters.record(SampleError::InvalidExtendedAggregateType);
             return 0;
         }
-        // The type sits before any `|#`, so the tag marker (if any) lies past `first_pipe`.
-        let after = match tags_last {
-            Some(pos) => &rest[first_pipe + 1..pos],
-            None => after_pipe,
-        };
-        for value in first_value_part.split(':') {
-            let parts = Parts {
-                value,
-                after: Some(after),
-                tail,
-            };
-            emitted += usize::from(parse_sample(ctx, parts, counters, on_sample));
-        }
+        // Every value takes the same fields, so they are cut once. The type is not a `#...`
+        // part, so the head still holds the first `|`.
+        let shared = fields(values(head).ok().map(|(f, _)| f), tail);
+        split_each(value_list, b':', |value| emit(value, shared, counters));
     } else if marker.is_some() {
-        // DogStatsD tags turn the multi-metric form off: the rest is one sample.
-        let parts = match tags_last {
-            Some(pos) => Parts::of(&rest[..pos], tail),
-            None => Parts::of(rest, None),
-        };
-        emitted += usize::from(parse_sample(ctx, parts, counters, on_sample));
+        // DogStatsD tags turn the multi-metric form off: the body is one sample.
+        let (value, parts) = sample(head, tail);
+        emit(value, parts, counters);
     } else {
-        for sample in rest.split(':') {
-            let parts = Parts::of(sample, None);
-            emitted += usize::from(parse_sample(ctx, parts, counters, on_sample));
-        }
+        split_each(input, b':', |text| {
+            let (value, parts) = sample(text, None);
+            emit(value, parts, counters);
+        });
     }
     emitted
 }
@@ -205,105 +382,91 @@ fn repeat_for_rate(rate: f64) -> u32 {
     }
 }
 
-fn stat_type(text: &str) -> Option<StatType> {
-    match text {
-        "c" => Some(StatType::Counter),
-        "g" => Some(StatType::Gauge),
-        "ms" => Some(StatType::Timer),
-        "h" => Some(StatType::Histogram),
-        "d" => Some(StatType::Distribution),
-        _ => None,
-    }
-}
-
-/// Step 7 for one sample. Returns whether a sample was emitted.
-fn parse_sample<'a>(
+/// Step 7 for one sample, checked in statsd_exporter's order. Returns whether a sample was
+/// emitted.
+fn emit_sample<'a>(
     ctx: &Line<'a, '_>,
-    parts: Parts<'a>,
+    value_text: &'a [u8],
+    fields: Result<Fields<'a>, SampleError>,
     counters: &mut ParseCounters,
     on_sample: &mut impl FnMut(Sample<'a>),
 ) -> bool {
     counters.samples += 1;
-    if !(MIN_COMPONENTS..=MAX_COMPONENTS).contains(&parts.count()) {
-        counters.record(SampleError::MalformedComponent);
-        return false;
-    }
-    let relative = parts.value.starts_with(['+', '-']);
-    let Ok(mut value) = parse_go_float(parts.value) else {
+    let fields = match fields {
+        Ok(fields) => fields,
+        Err(reason) => {
+            counters.record(reason);
+            return false;
+        }
+    };
+    // Go: `strings.Index(valueStr, "+") == 0 || ...`; it matters to gauges only.
+    let relative = matches!(value_text.first(), Some(b'+' | b'-'));
+    let Ok(mut value) = parse_go_float(text_of(ctx.text, value_text)) else {
         counters.record(SampleError::MalformedValue);
         return false;
     };
-    let mut components = parts.components();
-    let type_text = components.next().unwrap_or("");
-    if components.clone().any(str::is_empty) {
+    let (type_text, components) = fields.type_and_components();
+    // Every component is checked for emptiness before any is interpreted.
+    if components.iter().any(|c| c.is_empty()) {
         counters.record(SampleError::MalformedComponent);
         return false;
     }
+    // Go decides how a rate applies on the type text, before the type itself is checked.
+    let stat = stat_type(type_text);
 
     let mut repeat = 1;
-    let mut sample_rate = 1.0;
+    // The last `@` component's rate, which `Sample::rate` reports.
+    let mut last_rate = 1.0;
     let mut container_id = None;
-    // Offsets in `rest` of the first `#` component and of the end of the last one.
-    let mut dog_span: Option<(usize, usize)> = None;
-    for (index, component) in components.clone().enumerate() {
-        match component.as_bytes().first() {
-            Some(b'@') => {
-                // A bad rate is counted but the sample goes on, with Go's fallback value.
-                let rate = parse_go_float(&component[1..]).unwrap_or_else(|err| {
+    // The first and the last `#` component: the DogStatsD section spans them.
+    let mut dog: Option<(&[u8], &[u8])> = None;
+    for (index, part) in components.iter().enumerate() {
+        match component(part) {
+            Ok(Component::SampleRate(text)) => {
+                let (rate, bad) = sample_rate(text_of(ctx.text, text));
+                if bad {
                     counters.record(SampleError::InvalidSampleFactor);
-                    err.value()
-                });
-                let rate = if rate == 0.0 { 1.0 } else { rate };
-                sample_rate = rate;
-                match type_text {
-                    "c" => value /= rate,
-                    "ms" | "h" | "d" => repeat = repeat_for_rate(rate),
+                }
+                last_rate = rate;
+                // Gauges ignore the rate; every `@` divides a counter again.
+                match stat.map(StatType::kind) {
+                    Some(EventKind::Counter) => value /= rate,
+                    Some(EventKind::Observer) => repeat = repeat_for_rate(rate),
                     _ => {}
                 }
             }
-            Some(b'#') => {
+            Ok(Component::Tags(list)) => {
+                // Without the dogstatsd flag a `#` component is skipped silently.
                 if ctx.dialects.dogstatsd {
-                    let start = offset(ctx.rest, component);
-                    let end = start + component.len();
-                    dog_span = Some((dog_span.map_or(start, |(s, _)| s), end));
+                    dog = Some((dog.map_or(list, |(first, _)| first), part));
                 }
             }
-            Some(b'c') => match component.strip_prefix("c:") {
-                Some(id) if !id.is_empty() => container_id = Some(id),
-                _ => {
-                    counters.record(SampleError::MalformedContainerId);
-                    counters.tag_errors += dogstatsd_errors(ctx, components.clone(), index);
-                    return false;
-                }
-            },
-            Some(b'T') => {}
-            _ => {
-                counters.record(SampleError::InvalidSampleFactor);
-                counters.tag_errors += dogstatsd_errors(ctx, components.clone(), index);
+            Ok(Component::ContainerId(id)) => container_id = Some(text_of(ctx.text, id)),
+            Ok(Component::Timestamp) => {}
+            Err(reason) => {
+                counters.record(reason);
+                counters.tag_errors += dogstatsd_errors(ctx, components.get(..index));
                 return false;
             }
         }
     }
 
-    let Some(stat_type) = stat_type(type_text) else {
+    // Only an observer's `repeat` was ever changed.
+    let Some(stat_type) = stat else {
         counters.record(SampleError::IllegalEvent);
-        counters.tag_errors += dogstatsd_errors(ctx, components, usize::MAX);
+        counters.tag_errors += dogstatsd_errors(ctx, Some(components));
         return false;
     };
-    if stat_type.kind() != super::EventKind::Observer {
-        repeat = 1;
-    }
     on_sample(Sample {
         metric: ctx.metric.clone(),
         stat_type,
         value,
         relative,
         repeat,
-        rate: sample_rate,
+        rate: last_rate,
         tags: Tags {
             name_section: ctx.name,
-            // Skip the `#` of the first tag component.
-            dogstatsd: dog_span.map(|(start, end)| &ctx.rest[start + 1..end]),
+            dogstatsd: dog.map(|(first, last)| span_of(ctx.text, first, last)),
             container_id,
             dialects: *ctx.dialects,
         },
@@ -311,25 +474,20 @@ fn parse_sample<'a>(
     true
 }
 
-/// Byte offset of `part` inside `whole`; `part` must be a subslice of `whole`.
-fn offset(whole: &str, part: &str) -> usize {
-    part.as_ptr() as usize - whole.as_ptr() as usize
-}
-
-/// Tag errors in the `#` components before `upto` of a sample that is then dropped: Go
-/// parsed (and counted) them before it hit the bad component, but no decode will see them.
-fn dogstatsd_errors<'a>(
-    ctx: &Line<'a, '_>,
-    components: impl Iterator<Item = &'a str>,
-    upto: usize,
-) -> u64 {
+/// Tag errors in the `#` components of a sample that is then dropped: Go parsed (and
+/// counted) them before it hit the bad part, but no decode will see them.
+fn dogstatsd_errors(ctx: &Line<'_, '_>, components: Option<&[&[u8]]>) -> u64 {
     if !ctx.dialects.dogstatsd {
         return 0;
     }
     components
-        .take(upto)
-        .filter_map(|c| c.strip_prefix('#'))
-        .map(|list| u64::from(tags::for_each_tag(list, b':', true, |_, _| {}).errors))
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|part| part.strip_prefix(b"#"))
+        .map(|list| {
+            let counts = tags::for_each_tag(text_of(ctx.text, list), b':', true, |_, _| {});
+            u64::from(counts.errors)
+        })
         .sum()
 }
 

@@ -318,17 +318,7 @@ pub struct ReplayParts<'a> {
 /// tail holds at most one `@` component. The whole line is valid UTF-8 when the cached
 /// line was and the new value parses (a parsed value is ASCII).
 pub fn split_for_replay(line: &[u8]) -> Option<ReplayParts<'_>> {
-    let colon = memchr::memchr(b':', line)?;
-    let rest = &line[colon + 1..];
-    let pipe = memchr::memchr2(b'|', b':', rest)?;
-    if rest[pipe] != b'|' {
-        return None;
-    }
-    Some(ReplayParts {
-        name_section: &line[..colon],
-        value: &rest[..pipe],
-        tail: &rest[pipe..],
-    })
+    grammar::replay_parts(line)
 }
 
 /// Parses a value as the grammar does (Go's `strconv.ParseFloat`); `None` when the grammar

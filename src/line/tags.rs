@@ -1,12 +1,26 @@
 //! Tag dialects: name-embedded (SignalFx `[k=v]`, Librato `#k=v`, InfluxDB `,k=v`) and
-//! DogStatsD (`|#k:v`), walked in place without allocating.
+//! DogStatsD (`|#k:v`), as `nom` productions walked in place without allocating:
+//!
+//! ```text
+//! name_section   = signalfx_block | name_tag_list | metric       ; first that applies
+//! signalfx_block = head "[" tag_list "]" tail                     ; first `[`, first `]`
+//! name_tag_list  = metric ("#" | ",") tag_list                    ; first `#` or `,`
+//! tag_list       = *(tag ",") [tag]                               ; a trailing `,` adds none
+//! tag            = ["#"] key sep value                            ; `=` in names, `:` DogStatsD
+//! ```
 //!
 //! The grammar uses [`split_name`] and [`for_each_tag`] to cut the metric name and to decide
 //! `mixed_tagging_styles`; [`decode`] runs the same walk again when the caller wants labels,
 //! so a parse and a later decode can never disagree.
 
+use super::grammar::{PResult, split_each, text_of};
 use super::{Dialects, TagCounts, Tags};
 use crate::mapping::naming::escape_metric_name;
+use nom::Parser;
+use nom::bytes::complete::{take, take_till, take_till1};
+use nom::character::complete::char;
+use nom::combinator::{iterator, opt, rest, verify};
+use nom::sequence::{delimited, preceded, separated_pair, terminated};
 use std::borrow::Cow;
 
 /// The name section cut into the metric and its embedded tag list.
@@ -45,8 +59,65 @@ impl<'a> NameSplit<'a> {
     }
 }
 
-/// statsd_exporter's `parseNameAndTags`: SignalFx first (first `[` and first `]`), else the
-/// first `#` (Librato) or `,` (InfluxDB) in the name, each only if its dialect is on.
+/// `take_till` for either of two delimiters, searched with memchr: names run to tens of bytes,
+/// and each is scanned once per line on the grammar's path, so SIMD pays. (`a == b` searches
+/// for one delimiter.)
+fn till_either<'a>(a: u8, b: u8) -> impl Fn(&'a [u8]) -> PResult<'a, &'a [u8]> {
+    move |input: &'a [u8]| {
+        let end = memchr::memchr2(a, b, input).unwrap_or(input.len());
+        let (before, from) = input.split_at(end);
+        Ok((from, before))
+    }
+}
+
+/// Where a name's SignalFx brackets put its parts.
+enum Brackets<'a> {
+    /// Neither `[` nor `]`.
+    None,
+    /// `head [ list ] tail`.
+    Block(&'a [u8], &'a [u8], &'a [u8]),
+    /// A lone bracket, or a `]` before the first `[`.
+    Bad,
+}
+
+/// `signalfx_block = head "[" tag_list "]" tail`, cut as statsd_exporter does at the first `[`
+/// and the first `]` of the name, wherever they are (`foo.[a=b]test` is metric `foo.test`).
+fn signalfx_block(name: &[u8]) -> Brackets<'_> {
+    let Ok((from_bracket, head)) = till_either(b'[', b']')(name) else {
+        return Brackets::None;
+    };
+    if from_bracket.is_empty() {
+        return Brackets::None;
+    }
+    let block: PResult<'_, (&[u8], &[u8])> = (
+        delimited(char('['), till_either(b']', b']'), char(']')),
+        rest,
+    )
+        .parse(from_bracket);
+    match block {
+        Ok((_, (list, tail))) => Brackets::Block(head, list, tail),
+        // statsd_exporter would slice `name[open+1:close]` out of bounds and panic on a
+        // reversed pair; it is treated like a lone bracket instead.
+        Err(_) => Brackets::Bad,
+    }
+}
+
+/// `name_tag_list = metric ("#" | ",") tag_list`: the list starts at the first `#` (Librato)
+/// or `,` (InfluxDB), of the dialects that are on.
+fn name_tag_list<'a>(name: &'a [u8], dialects: &Dialects) -> Option<(&'a [u8], &'a [u8])> {
+    let (a, b) = match (dialects.librato, dialects.influxdb) {
+        (true, true) => (b'#', b','),
+        (true, false) => (b'#', b'#'),
+        (false, true) => (b',', b','),
+        (false, false) => return None,
+    };
+    let parsed: PResult<'_, (&[u8], &[u8])> =
+        separated_pair(till_either(a, b), take(1usize), rest).parse(name);
+    parsed.ok().map(|(_, cut)| cut)
+}
+
+/// statsd_exporter's `parseNameAndTags`: `name_section = signalfx_block | name_tag_list |
+/// metric`, SignalFx first, each only if its dialect is on.
 pub(super) fn split_name<'a>(name: &'a str, dialects: &Dialects) -> NameSplit<'a> {
     let whole = NameSplit {
         head: name,
@@ -56,22 +127,17 @@ pub(super) fn split_name<'a>(name: &'a str, dialects: &Dialects) -> NameSplit<'a
     };
     let bytes = name.as_bytes();
     if dialects.signalfx {
-        // memchr: names are scanned once per line on the grammar's path, so SIMD matters.
-        let open = memchr::memchr(b'[', bytes);
-        let close = memchr::memchr(b']', bytes);
-        match (open, close) {
-            (None, None) => {}
-            (Some(open), Some(close)) if open < close => {
+        match signalfx_block(bytes) {
+            Brackets::None => {}
+            Brackets::Block(head, list, tail) => {
                 return NameSplit {
-                    head: &name[..open],
-                    tail: &name[close + 1..],
-                    list: Some(&name[open + 1..close]),
+                    head: text_of(name, head),
+                    tail: text_of(name, tail),
+                    list: Some(text_of(name, list)),
                     bad_bracket: false,
                 };
             }
-            // statsd_exporter would slice `name[open+1:close]` out of bounds and panic on a
-            // reversed pair; treat it like a lone bracket instead.
-            _ => {
+            Brackets::Bad => {
                 return NameSplit {
                     bad_bracket: true,
                     ..whole
@@ -79,27 +145,40 @@ pub(super) fn split_name<'a>(name: &'a str, dialects: &Dialects) -> NameSplit<'a
             }
         }
     }
-    let start = match (dialects.librato, dialects.influxdb) {
-        (true, true) => memchr::memchr2(b'#', b',', bytes),
-        (true, false) => memchr::memchr(b'#', bytes),
-        (false, true) => memchr::memchr(b',', bytes),
-        (false, false) => None,
-    };
-    match start {
-        Some(i) => NameSplit {
-            head: &name[..i],
-            list: Some(&name[i + 1..]),
+    match name_tag_list(bytes, dialects) {
+        Some((head, list)) => NameSplit {
+            head: text_of(name, head),
+            list: Some(text_of(name, list)),
             ..whole
         },
         None => whole,
     }
 }
 
-/// Walks a `,`-separated tag list as statsd_exporter's `parseNameTags` and
+/// `tag = ["#"] key sep value`: key and value non-empty, split at the first `sep` (so
+/// DogStatsD's `k:a:b` is `k` = `a:b`). The `#` is DogStatsD's PHP-client form
+/// (`#k:v,#k2:v2`), stripped once per tag only when `strip_hash`.
+fn tag(piece: &[u8], sep: u8, strip_hash: bool) -> Option<(&[u8], &[u8])> {
+    let piece = if strip_hash {
+        let stripped: PResult<'_, Option<char>> = opt(char('#')).parse(piece);
+        stripped.map_or(piece, |(after, _)| after)
+    } else {
+        piece
+    };
+    let parsed: PResult<'_, (&[u8], &[u8])> = separated_pair(
+        take_till1(|b| b == sep),
+        char(char::from(sep)),
+        verify(rest, |value: &[u8]| !value.is_empty()),
+    )
+    .parse(piece);
+    parsed.ok().map(|(_, pair)| pair)
+}
+
+/// Walks `tag_list = *(tag ",") [tag]` as statsd_exporter's `parseNameTags` and
 /// `ParseDogStatsDTags` do, calling `f(key, value)` for each valid tag (key not yet escaped).
-/// A trailing empty segment is not a tag; any other empty tag, a tag without `sep`, or one
-/// with an empty key or value is an error. `strip_hash` drops one leading `#` per tag
-/// (the DogStatsD PHP-client form `#k:v,#k2:v2`).
+/// Every piece ended by a `,` is a tag, and the last piece only if it is not empty (Go's
+/// `lastTagEndIndex < len`), so a trailing `,` adds no tag but `,,` adds an empty one. An
+/// empty tag, a tag without `sep`, or one with an empty key or value is an error.
 pub(super) fn for_each_tag<'a>(
     list: &'a str,
     sep: u8,
@@ -107,23 +186,25 @@ pub(super) fn for_each_tag<'a>(
     mut f: impl FnMut(&'a str, &'a str),
 ) -> TagCounts {
     let mut counts = TagCounts::default();
-    if list.is_empty() {
-        return counts;
-    }
-    let body = list.strip_suffix(',').unwrap_or(list);
-    for tag in body.split(',') {
-        let tag = if strip_hash {
-            tag.strip_prefix('#').unwrap_or(tag)
-        } else {
-            tag
-        };
-        match tag.bytes().position(|b| b == sep) {
-            Some(i) if i > 0 && i + 1 < tag.len() => {
-                f(&tag[..i], &tag[i + 1..]);
-                counts.labels += 1;
-            }
-            _ => counts.errors += 1,
+    let mut one = |piece: &'a [u8]| match tag(piece, sep, strip_hash) {
+        Some((key, value)) => {
+            f(text_of(list, key), text_of(list, value));
+            counts.labels += 1;
         }
+        None => counts.errors += 1,
+    };
+    let mut pieces = iterator(
+        list.as_bytes(),
+        terminated(take_till(|b| b == b','), char(',')),
+    );
+    for piece in &mut pieces {
+        one(piece);
+    }
+    let last: PResult<'_, ()> = pieces.finish();
+    if let Ok((last, ())) = last
+        && !last.is_empty()
+    {
+        one(last);
     }
     counts
 }
@@ -152,18 +233,21 @@ pub(super) fn decode<'a>(tags: &Tags<'a>, mut f: impl FnMut(Cow<'a, str>, &'a st
         if tags.dialects.dogstatsd_tags_last {
             add(&mut counts, dog(section));
         } else {
-            // The section runs from the first `#` component to the end of the last one; the
+            // The section runs from the first `#` component (its `#` already cut) to the end
+            // of the last one; `tag_list *("|" ("#" tag_list | component))`, where the
             // components in between (`@rate`, `c:id`, `T...`) are skipped here.
-            for (i, piece) in section.split('|').enumerate() {
-                let list = if i == 0 {
-                    Some(piece)
+            let mut first = true;
+            split_each(section.as_bytes(), b'|', |piece| {
+                let list: PResult<'_, &[u8]> = if first {
+                    Ok((b"", piece))
                 } else {
-                    piece.strip_prefix('#')
+                    preceded(char('#'), rest).parse(piece)
                 };
-                if let Some(list) = list {
-                    add(&mut counts, dog(list));
+                first = false;
+                if let Ok((_, list)) = list {
+                    add(&mut counts, dog(text_of(section, list)));
                 }
-            }
+            });
         }
     }
     // Always last, whatever its place on the wire: the decode must be a function of
