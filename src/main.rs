@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use statsgate::cli::{self, Flags};
 use statsgate::expose::{self, HttpOptions, Lifecycle, ServerOptions, WebConfigHandle};
 use statsgate::ingest::{
-    self, RelayTarget, Relayed, TcpOptions, UdpOptions, UnixgramOptions, parse_listen_address,
+    self, RelayTarget, Relayed, UdpOptions, UnixgramOptions, parse_listen_address,
 };
 use statsgate::mapping::LiveMapper;
 use statsgate::store::{Maintenance, Store, StoreOptions};
@@ -113,6 +113,7 @@ fn run(flags: Flags) -> Result<()> {
     };
 
     let telemetry = Telemetry::install()?;
+    ingest::raise_descriptor_limit();
     let mapper = Arc::new(load_mapper()?);
     let store = Arc::new(Store::new(StoreOptions {
         reserved_names: telemetry::reserved_names(),
@@ -156,7 +157,7 @@ fn run(flags: Flags) -> Result<()> {
             listeners.push(ingest::start_udp(&opts, sinks.clone()).context("starting the UDP listener")?);
         }
         if let Some(addr) = tcp {
-            let opts = TcpOptions { addr };
+            let opts = flags.tcp_options(addr);
             listeners.push(ingest::start_tcp(&opts, sinks.clone()).await.context("starting the TCP listener")?);
         }
         if let Some(path) = unixgram {

@@ -209,6 +209,46 @@ fn udp_payload_bytes_are_exact_including_large_and_empty_datagrams() {
     assert_eq!(got, payloads);
 }
 
+/// Sockets are picked by source address, not port: each of 16 loopback addresses, sending
+/// every datagram from a new socket (a new port), keeps to one socket, in order, and the
+/// addresses spread over more than one socket.
+#[test]
+fn udp_each_source_address_keeps_to_one_socket_and_addresses_spread() {
+    let (recorder, factory) = recorder();
+    let listener = start_udp(&udp_options(2), factory).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hosts: Vec<std::net::Ipv4Addr> = (2..18).map(|i| [127, 0, 0, i].into()).collect();
+    let per_host = 20;
+    for n in 0..per_host {
+        for (h, host) in hosts.iter().enumerate() {
+            let client = UdpSocket::bind((*host, 0)).unwrap();
+            client.send_to(format!("{h} {n}").as_bytes(), addr).unwrap();
+        }
+    }
+    let total = hosts.len() * per_host;
+    let complete = wait_until(Duration::from_secs(10), || {
+        recorder.datagrams.lock().unwrap().len() >= total
+    });
+    listener.shutdown();
+    assert!(complete);
+    let datagrams = recorder.datagrams.lock().unwrap();
+    let mut socket_of_host: Vec<Option<usize>> = vec![None; hosts.len()];
+    let mut next_of_host = vec![0usize; hosts.len()];
+    for (sink, payload) in datagrams.iter() {
+        let text = std::str::from_utf8(payload).unwrap();
+        let (h, n) = text.split_once(' ').unwrap();
+        let (h, n): (usize, usize) = (h.parse().unwrap(), n.parse().unwrap());
+        let socket = *socket_of_host[h].get_or_insert(*sink);
+        assert_eq!(socket, *sink, "{} reached two sockets", hosts[h]);
+        assert_eq!(n, next_of_host[h], "{}'s datagrams out of order", hosts[h]);
+        next_of_host[h] += 1;
+    }
+    let mut used: Vec<usize> = socket_of_host.iter().flatten().copied().collect();
+    used.sort_unstable();
+    used.dedup();
+    assert_eq!(used, [0, 1], "16 hosts all on one socket");
+}
+
 #[test]
 fn udp_bind_error_is_returned_not_panicked() {
     let holder = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -216,7 +256,7 @@ fn udp_bind_error_is_returned_not_panicked() {
     opts.addr = holder.local_addr().unwrap();
     let (_, factory) = recorder();
     let err = start_udp(&opts, factory).unwrap_err();
-    assert!(matches!(err, IngestError::Bind { .. }), "{err}");
+    assert!(matches!(err, IngestError::AddressInUse { .. }), "{err}");
     assert!(err.to_string().contains(&opts.addr.to_string()), "{err}");
 }
 
@@ -315,6 +355,7 @@ async fn tcp_listener() -> (Arc<Recorder>, statsgate::ingest::Listener, SocketAd
     let (recorder, factory) = recorder();
     let opts = TcpOptions {
         addr: "127.0.0.1:0".parse().unwrap(),
+        ..TcpOptions::default()
     };
     let listener = start_tcp(&opts, factory).await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -482,10 +523,11 @@ async fn tcp_bind_error_is_returned() {
     let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let opts = TcpOptions {
         addr: holder.local_addr().unwrap(),
+        ..TcpOptions::default()
     };
     let (_, factory) = recorder();
     let err = start_tcp(&opts, factory).await.unwrap_err();
-    assert!(matches!(err, IngestError::Bind { .. }), "{err}");
+    assert!(matches!(err, IngestError::AddressInUse { .. }), "{err}");
     assert!(err.to_string().contains(&opts.addr.to_string()), "{err}");
 }
 

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Parser, ValueEnum};
 
+use crate::ingest::TcpOptions;
 use crate::line::Dialects;
 use crate::mapping::{CacheKind, CacheOptions, Profile, ProfileError, parse_go_duration};
 
@@ -182,6 +183,20 @@ pub struct Flags {
         value_name = "ADDR"
     )]
     pub statsd_listen_tcp: String,
+
+    /// Most statsd TCP connections open at once; more are reset as soon as accepted (0 = no
+    /// limit but the descriptor limit). Always lowered to the descriptor limit less a reserve
+    /// of 256, so statsd clients cannot starve HTTP.
+    #[arg(
+        long = "statsd.tcp-max-connections",
+        default_value = "4096",
+        value_name = "N"
+    )]
+    pub statsd_tcp_max_connections: usize,
+
+    /// Close a statsd TCP connection that sends nothing for this long (0 = never).
+    #[arg(long = "statsd.tcp-idle-timeout", default_value = "5m", value_parser = parse_duration_flag, value_name = "DURATION")]
+    pub statsd_tcp_idle_timeout: std::time::Duration,
 
     /// The Unix datagram socket path to receive statsd metric lines in datagram ("" disables it).
     #[arg(
@@ -370,6 +385,16 @@ impl Flags {
         }
     }
 
+    /// The TCP listener on `addr` (`--statsd.tcp-max-connections`, `--statsd.tcp-idle-timeout`).
+    pub fn tcp_options(&self, addr: std::net::SocketAddr) -> TcpOptions {
+        TcpOptions {
+            addr,
+            max_connections: self.statsd_tcp_max_connections,
+            idle_timeout: (!self.statsd_tcp_idle_timeout.is_zero())
+                .then_some(self.statsd_tcp_idle_timeout),
+        }
+    }
+
     /// UDP receive threads (`--statsd.udp-sockets`), 0 meaning one per CPU.
     pub fn udp_sockets(&self) -> usize {
         match self.statsd_udp_sockets {
@@ -420,6 +445,34 @@ mod tests {
         assert_eq!(f.web_idle_timeout, std::time::Duration::from_secs(300));
         assert_eq!(f.web_write_timeout, std::time::Duration::from_secs(30));
         assert_eq!(f.shutdown_grace_period, std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn tcp_limits_have_documented_defaults_and_zero_disables_the_timeout() {
+        let addr = "127.0.0.1:9125".parse().unwrap();
+        let f = parse(&[]).unwrap();
+        assert_eq!(
+            f.tcp_options(addr),
+            TcpOptions {
+                addr,
+                ..TcpOptions::default()
+            }
+        );
+        let f = parse(&[
+            "--statsd.tcp-max-connections=10",
+            "--statsd.tcp-idle-timeout=0",
+        ])
+        .unwrap();
+        let opts = f.tcp_options(addr);
+        assert_eq!(opts.max_connections, 10);
+        assert_eq!(opts.idle_timeout, None);
+        let f = parse(&["--statsd.tcp-idle-timeout=1m30s"]).unwrap();
+        assert_eq!(
+            f.tcp_options(addr).idle_timeout,
+            Some(std::time::Duration::from_secs(90))
+        );
+        assert!(parse(&["--statsd.tcp-idle-timeout=soon"]).is_err());
+        assert!(parse(&["--statsd.tcp-max-connections=-1"]).is_err());
     }
 
     #[test]

@@ -308,9 +308,8 @@ impl Shared {
 /// Serves `router` on `listener` until `shutdown` resolves, then drains as described in
 /// the module docs and returns.
 ///
-/// Raises the soft `RLIMIT_NOFILE` to the hard limit, as Go's runtime does for
-/// statsd_exporter, and lowers `max_connections` to half the limit if it is above it, so
-/// HTTP alone can never exhaust descriptors.
+/// Lowers `max_connections` to half the open-files limit if it is above it, so HTTP alone
+/// can never exhaust descriptors.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -318,7 +317,7 @@ pub async fn serve(
     mut opts: ServerOptions,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    if let Some(limit) = raise_open_files_limit() {
+    if let Some(limit) = open_files_limit() {
         let fit = usize::try_from(limit / FD_RESERVE_FRACTION).unwrap_or(usize::MAX);
         if opts.max_connections > fit {
             tracing::warn!(
@@ -542,26 +541,11 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-/// Raises the soft open-files limit to the hard one; returns the soft limit now in force
-/// (`None` when unlimited or unknown).
-fn raise_open_files_limit() -> Option<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` is a valid, writable rlimit for getrlimit to fill.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return None;
-    }
-    if lim.rlim_cur < lim.rlim_max {
-        let raised = libc::rlimit {
-            rlim_cur: lim.rlim_max,
-            rlim_max: lim.rlim_max,
-        };
-        // SAFETY: `raised` is a valid rlimit; setrlimit only reads it.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            lim = raised;
-        }
-    }
-    (lim.rlim_cur != libc::RLIM_INFINITY).then_some(lim.rlim_cur)
+/// The soft open-files limit in force (`None` when unlimited or unknown). `main` raised it
+/// to the hard limit at startup ([`crate::ingest::raise_descriptor_limit`]).
+fn open_files_limit() -> Option<u64> {
+    crate::ingest::descriptor_limit()
+        .ok()
+        .map(|l| l.soft)
+        .filter(|&soft| soft != libc::RLIM_INFINITY)
 }

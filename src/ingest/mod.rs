@@ -6,6 +6,11 @@
 //! told when a receive batch ends ([`Sink::flush`]) so it can publish its own counters once per
 //! batch rather than once per line.
 //!
+//! Abuse is bounded per listener: TCP connections have a limit and an idle timeout (see
+//! [`TcpOptions`]); UDP sockets are picked by source address and a port held by another
+//! process is refused (see [`start_udp`]); a stale unixgram socket file is replaced but a live
+//! one is not (see [`start_unixgram`]).
+//!
 //! Framing follows statsd_exporter (§1.1 of the reference notes): UDP and unixgram deliver whole
 //! datagrams (the sink splits them on `\n` with [`datagram_lines`]); TCP delivers lines with
 //! `\n` or `\r\n` removed, at most 4095 bytes each, closing a connection that sends a longer
@@ -32,7 +37,11 @@ use std::time::Duration;
 
 pub use relay::{RelayError, RelayTarget, Relayed, RelayedSink};
 pub use socket::parse_listen_address;
-pub use tcp::{TCP_MAX_LINE, TcpOptions, start_tcp};
+pub(crate) use sys::descriptor_limit;
+pub use tcp::{
+    DEFAULT_TCP_IDLE_TIMEOUT, DEFAULT_TCP_MAX_CONNECTIONS, RESERVED_DESCRIPTORS, TCP_MAX_LINE,
+    TcpOptions, raise_descriptor_limit, start_tcp,
+};
 pub use udp::{UdpOptions, start_udp};
 pub use unixgram::{UnixgramOptions, start_unixgram};
 
@@ -108,7 +117,16 @@ pub enum IngestError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// Binding (or listening) failed: address in use, permission denied, no such interface.
+    /// Another socket holds the address: another process listens there (statsd_exporter
+    /// words it the same way).
+    #[error("listen {listener} {address}: address already in use")]
+    AddressInUse {
+        /// `udp`, `tcp` or `unixgram`.
+        listener: &'static str,
+        /// The address or path.
+        address: String,
+    },
+    /// Binding (or listening) failed for another reason: permission denied, no such interface.
     #[error("cannot bind {listener} socket to {address}: {source}")]
     Bind {
         /// `udp`, `tcp` or `unixgram`.
@@ -118,9 +136,17 @@ pub enum IngestError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// The unixgram socket path already exists (statsd_exporter refuses to start then too).
-    #[error("unixgram socket path {} already exists", path.display())]
+    /// The unixgram socket path exists and is not a socket that can be replaced: a file of
+    /// another kind, or a socket whose state cannot be probed (statsd_exporter refuses to start
+    /// whenever the path exists).
+    #[error("unixgram socket path {} already exists and is not a stale socket", path.display())]
     PathExists {
+        /// The socket path.
+        path: PathBuf,
+    },
+    /// The unixgram socket path is a socket that a live process is bound to.
+    #[error("unixgram socket {} is in use by another process", path.display())]
+    SocketInUse {
         /// The socket path.
         path: PathBuf,
     },

@@ -175,15 +175,25 @@ pub(crate) fn option_error(
     }
 }
 
-/// Wraps a failure to bind (or listen on) the `listener` socket for `address`.
+/// Wraps a failure to bind (or listen on) the `listener` socket for `address`: `EADDRINUSE`
+/// becomes [`IngestError::AddressInUse`], anything else [`IngestError::Bind`].
 pub(crate) fn bind_error(
     listener: &'static str,
     address: impl ToString,
 ) -> impl Fn(std::io::Error) -> IngestError {
-    move |source| IngestError::Bind {
-        listener,
-        address: address.to_string(),
-        source,
+    move |source| {
+        if source.raw_os_error() == Some(libc::EADDRINUSE) {
+            IngestError::AddressInUse {
+                listener,
+                address: address.to_string(),
+            }
+        } else {
+            IngestError::Bind {
+                listener,
+                address: address.to_string(),
+                source,
+            }
+        }
     }
 }
 

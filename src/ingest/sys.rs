@@ -1,6 +1,8 @@
 //! Every `unsafe` system call of ingest, behind safe wrappers: batched receive
 //! (`recvmmsg`), the kernel's drop counter (`SO_RXQ_OVFL`, set with `setsockopt` and read from
-//! each datagram's control messages). Everything else uses `std` and `socket2`.
+//! each datagram's control messages), the reuseport group's socket-selection program
+//! (`SO_ATTACH_REUSEPORT_CBPF`), a socket's inode mode before `bind` (`fchmod`) and the
+//! descriptor limit (`getrlimit`/`setrlimit`). Everything else uses `std` and `socket2`.
 //!
 //! One [`BatchReceiver`] belongs to one receive thread. It owns `batch` preallocated buffers of
 //! [`MAX_DATAGRAM`] bytes and the `mmsghdr`/`iovec` arrays that point into them, built once and
@@ -17,6 +19,15 @@ const SO_RXQ_OVFL: libc::c_int = 0x0024;
 /// `SO_RXQ_OVFL` from `<asm/socket.h>`; libc does not export it for every Linux target.
 #[cfg(not(any(target_arch = "sparc", target_arch = "sparc64")))]
 const SO_RXQ_OVFL: libc::c_int = 40;
+
+/// `SO_ATTACH_REUSEPORT_CBPF` from `<asm/socket.h>`; libc does not export it for every Linux
+/// target.
+#[cfg(any(target_arch = "sparc", target_arch = "sparc64"))]
+const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 0x0035;
+/// `SO_ATTACH_REUSEPORT_CBPF` from `<asm/socket.h>`; libc does not export it for every Linux
+/// target.
+#[cfg(not(any(target_arch = "sparc", target_arch = "sparc64")))]
+const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
 
 /// Room for one control message carrying the kernel's `u32` drop counter.
 // SAFETY: CMSG_SPACE is plain arithmetic on its argument.
@@ -38,6 +49,99 @@ pub(crate) fn enable_drop_counter(fd: &impl AsRawFd) -> io::Result<()> {
             size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Attaches a classic BPF program to the `SO_REUSEPORT` group that `fd` (bound) belongs to.
+/// For every datagram the group receives, the kernel runs it and delivers the datagram to the
+/// socket whose index in the group (the order of `bind`) it returns; an index out of range
+/// makes the kernel fall back to its own hash.
+pub(crate) fn attach_reuseport_program(
+    fd: &impl AsRawFd,
+    program: &[libc::sock_filter],
+) -> io::Result<()> {
+    let len = libc::c_ushort::try_from(program.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "BPF program too long"))?;
+    let fprog = libc::sock_fprog {
+        len,
+        // The kernel copies the instructions and never writes through this pointer.
+        filter: program.as_ptr().cast_mut(),
+    };
+    // SAFETY: `fprog` and the instructions it points to outlive the call, and the length
+    // passed is the size of `fprog`; the kernel validates the program itself.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_ATTACH_REUSEPORT_CBPF,
+            (&fprog as *const libc::sock_fprog).cast(),
+            size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Sets the mode of an unbound Unix socket's inode. Linux creates the socket file at `bind`
+/// with this mode less the umask, so a mode of 0 makes the file appear with no permissions
+/// at all until it is given its final mode.
+pub(crate) fn set_socket_inode_mode(fd: &impl AsRawFd, mode: u32) -> io::Result<()> {
+    // SAFETY: fchmod takes a descriptor and a mode; `fd` is an open socket.
+    let rc = unsafe { libc::fchmod(fd.as_raw_fd(), mode as libc::mode_t) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The process's descriptor limit (`RLIMIT_NOFILE`): the soft limit in force and the hard
+/// limit it may be raised to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct DescriptorLimit {
+    /// The limit in force: descriptors numbered at or above it cannot be opened.
+    pub(crate) soft: u64,
+    /// The ceiling an unprivileged process may raise `soft` to.
+    pub(crate) hard: u64,
+}
+
+/// Reads `RLIMIT_NOFILE`.
+pub(crate) fn descriptor_limit() -> io::Result<DescriptorLimit> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid rlimit for getrlimit to fill in.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    if rc == 0 {
+        #[allow(
+            clippy::useless_conversion,
+            reason = "rlim_t is narrower than u64 on some 32-bit targets"
+        )]
+        Ok(DescriptorLimit {
+            soft: u64::from(limit.rlim_cur),
+            hard: u64::from(limit.rlim_max),
+        })
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Sets the soft `RLIMIT_NOFILE` to `soft`, keeping the hard limit.
+pub(crate) fn set_descriptor_limit(soft: u64, hard: u64) -> io::Result<()> {
+    let limit = libc::rlimit {
+        rlim_cur: libc::rlim_t::try_from(soft).unwrap_or(libc::RLIM_INFINITY),
+        rlim_max: libc::rlim_t::try_from(hard).unwrap_or(libc::RLIM_INFINITY),
+    };
+    // SAFETY: `limit` is a valid rlimit that setrlimit only reads.
+    let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
     if rc == 0 {
         Ok(())
     } else {

@@ -1,18 +1,27 @@
 //! TCP listener: a tokio task per connection, each with its own [`Sink`], framing lines the way
 //! statsd_exporter's `bufio.Reader.ReadLine` with a 4096-byte buffer does.
+//!
+//! Bounded where statsd_exporter is not: at most [`TcpOptions::max_connections`] connections
+//! are open at once, and never more than the descriptor limit less a reserve, so that statsd
+//! clients cannot take the descriptors HTTP scrapes need; a connection beyond that is accepted
+//! and reset at once. A connection that sends nothing for [`TcpOptions::idle_timeout`] is
+//! closed. Reads go into one buffer per runtime thread, so an open connection holds no read
+//! buffer of its own: only the partial line it has sent so far (at most [`TCP_MAX_LINE`]
+//! bytes), released when it closes.
 
+use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use socket2::{Protocol, Type};
-use tokio::io::AsyncReadExt;
+use socket2::{Protocol, SockRef, Type};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
 use super::socket::{bind_error, bind_with_ipv4_fallback, ip_socket, option_error};
+use super::sys::{descriptor_limit, set_descriptor_limit};
 use super::{IngestError, Listener, Sink, SinkFactory};
 use crate::logging::LogLimiter;
 use crate::telemetry::catalog;
@@ -26,16 +35,34 @@ const LISTENER: &str = "tcp";
 /// and closes the connection.
 pub const TCP_MAX_LINE: usize = 4095;
 
-/// Bytes read per `read` call. Large so that a busy connection costs few syscalls; a partial
-/// line carried over between reads is at most [`TCP_MAX_LINE`] bytes, so most of it is free.
+/// Bytes read per `read` call. Large so that a busy connection costs few syscalls; it is one
+/// buffer per runtime thread, shared by all the connections that thread serves.
 const READ_CHUNK: usize = 64 * 1024;
 
 /// Pending connections the kernel queues before `accept`.
 const LISTEN_BACKLOG: i32 = 1024;
 
+/// The default of [`TcpOptions::max_connections`].
+pub const DEFAULT_TCP_MAX_CONNECTIONS: usize = 4096;
+
+/// The default of [`TcpOptions::idle_timeout`].
+pub const DEFAULT_TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+
+/// Descriptors kept out of reach of statsd TCP connections, for everything else the process
+/// opens: HTTP connections (scrapes, probes), the other listeners' sockets, the runtime's own,
+/// files read on a reload or a scrape. Half the limit when the limit is below twice this.
+pub const RESERVED_DESCRIPTORS: u64 = 256;
+
 static TOO_LONG_LOG: LogLimiter = LogLimiter::new(Duration::from_secs(10));
 static CONNECTION_ERROR_LOG: LogLimiter = LogLimiter::new(Duration::from_secs(10));
 static ACCEPT_ERROR_LOG: LogLimiter = LogLimiter::new(Duration::from_secs(10));
+static REFUSED_LOG: LogLimiter = LogLimiter::new(Duration::from_secs(10));
+
+thread_local! {
+    /// The read buffer of the runtime thread a connection task is running on. Borrowed only
+    /// for one read and the synchronous framing of what it read, never across an `.await`.
+    static READ_BUFFER: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; READ_CHUNK].into_boxed_slice());
+}
 
 /// How to run the TCP listener.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,23 +70,41 @@ pub struct TcpOptions {
     /// Where to listen. Default `[::]:9125`, bound dual-stack (see
     /// [`parse_listen_address`](super::parse_listen_address)).
     pub addr: SocketAddr,
+    /// The most connections open at once; a connection beyond it is accepted and reset at
+    /// once, and counted in `statsgate_tcp_connections_refused_total`. Default
+    /// [`DEFAULT_TCP_MAX_CONNECTIONS`]; 0 means no limit but the descriptor limit. Either way
+    /// the limit is lowered to the process's descriptor limit (soft `RLIMIT_NOFILE`, read when
+    /// the listener starts) less [`RESERVED_DESCRIPTORS`].
+    pub max_connections: usize,
+    /// A connection that sends nothing for this long is closed (a partial last line is
+    /// delivered first, as at end of stream) and counted in `statsgate_tcp_idle_closed_total`.
+    /// Default [`DEFAULT_TCP_IDLE_TIMEOUT`]; `None` keeps idle connections forever, as
+    /// statsd_exporter does.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for TcpOptions {
-    /// `[::]:9125`, statsd_exporter's default `:9125`.
+    /// `[::]:9125` (statsd_exporter's default `:9125`), at most
+    /// [`DEFAULT_TCP_MAX_CONNECTIONS`] connections, closed after
+    /// [`DEFAULT_TCP_IDLE_TIMEOUT`] without data.
     fn default() -> Self {
         TcpOptions {
             addr: SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), 9125),
+            max_connections: DEFAULT_TCP_MAX_CONNECTIONS,
+            idle_timeout: Some(DEFAULT_TCP_IDLE_TIMEOUT),
         }
     }
 }
 
 /// Binds `opts.addr` and spawns, on the current tokio runtime, an accept task that starts a task
-/// with its own sink for every connection.
+/// with its own sink for every connection, up to the connection limit.
 ///
 /// Bind errors are returned. Counts `statsd_exporter_tcp_connections_total` per accepted
-/// connection, `statsd_exporter_tcp_connection_errors_total` per read error other than EOF and
-/// `statsd_exporter_tcp_too_long_lines_total` per connection closed for a too-long line.
+/// connection, `statsd_exporter_tcp_connection_errors_total` per read error other than EOF,
+/// `statsd_exporter_tcp_too_long_lines_total` per connection closed for a too-long line,
+/// `statsgate_tcp_connections_refused_total` per connection reset for the limit,
+/// `statsgate_tcp_idle_closed_total` per connection closed for idleness, and keeps
+/// `statsgate_tcp_connections_open`.
 ///
 /// Shutting the [`Listener`] down aborts the accept task and all connection tasks; the
 /// listening socket closes when the runtime drops the aborted task.
@@ -67,10 +112,28 @@ pub async fn start_tcp<F: SinkFactory>(
     opts: &TcpOptions,
     factory: Arc<F>,
 ) -> Result<Listener, IngestError> {
+    let max_connections = effective_max_connections(opts.max_connections);
+    if max_connections == 0 {
+        return Err(IngestError::InvalidOption {
+            listener: LISTENER,
+            address: opts.addr.to_string(),
+            reason: "the descriptor limit leaves no room for connections",
+        });
+    }
     let listener = bind_with_ipv4_fallback(LISTENER, opts.addr, bind_listener)?;
     let local_addr = listener.local_addr().unwrap_or(opts.addr);
-    tracing::info!(listener = "tcp", address = %local_addr, "accepting statsd over TCP");
-    let task = tokio::spawn(accept_loop(listener, factory));
+    tracing::info!(
+        listener = "tcp",
+        address = %local_addr,
+        max_connections,
+        idle_timeout = ?opts.idle_timeout,
+        "accepting statsd over TCP"
+    );
+    let limits = Limits {
+        max_connections,
+        idle_timeout: opts.idle_timeout,
+    };
+    let task = tokio::spawn(accept_loop(listener, factory, limits));
     Ok(Listener {
         local_addr: Some(local_addr),
         stop: Arc::new(AtomicBool::new(false)),
@@ -79,6 +142,65 @@ pub async fn start_tcp<F: SinkFactory>(
         socket_path: None,
         read_buffers: Vec::new(),
     })
+}
+
+/// `requested` (0: unlimited) lowered to the descriptor limit less the reserve.
+fn effective_max_connections(requested: usize) -> usize {
+    let requested = if requested == 0 {
+        usize::MAX
+    } else {
+        requested
+    };
+    match descriptor_limit() {
+        Ok(limit) => {
+            let room = connection_room(limit.soft);
+            if (requested as u64) > room {
+                tracing::info!(
+                    requested,
+                    descriptor_limit = limit.soft,
+                    max_connections = room,
+                    "statsd TCP connections limited by the descriptor limit, less a reserve for HTTP and the other listeners"
+                );
+            }
+            usize::try_from(room).map_or(requested, |room| requested.min(room))
+        }
+        // Cannot happen on Linux; keep the asked-for limit.
+        Err(_) => requested,
+    }
+}
+
+/// Raises the soft descriptor limit (`RLIMIT_NOFILE`) to the hard limit, and logs the limit
+/// then in force. Call once at startup, before [`start_tcp`], which sizes its connection limit
+/// from it.
+///
+/// Go's runtime does the same at startup since Go 1.19, so statsd_exporter runs with the hard
+/// limit; without this, statsgate would keep the soft limit (1024 under systemd and in many
+/// container runtimes) and its TCP connection limit would be far lower. The soft limit is low
+/// by default only for programs that use `select(2)`, which statsgate does not.
+pub fn raise_descriptor_limit() {
+    let limit = match descriptor_limit() {
+        Ok(limit) => limit,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot read the descriptor limit (RLIMIT_NOFILE)");
+            return;
+        }
+    };
+    if limit.soft < limit.hard
+        && let Err(err) = set_descriptor_limit(limit.hard, limit.hard)
+    {
+        tracing::warn!(soft = limit.soft, hard = limit.hard, error = %err, "cannot raise the descriptor limit (RLIMIT_NOFILE) to its hard limit");
+        return;
+    }
+    tracing::info!(
+        descriptor_limit = limit.hard.max(limit.soft),
+        "descriptor limit (RLIMIT_NOFILE) raised to its hard limit"
+    );
+}
+
+/// The descriptors statsd TCP connections may use under a soft limit of `soft`.
+fn connection_room(soft: u64) -> u64 {
+    let reserve = RESERVED_DESCRIPTORS.min(soft / 2);
+    soft.saturating_sub(reserve)
 }
 
 fn bind_listener(addr: SocketAddr) -> Result<TcpListener, IngestError> {
@@ -99,21 +221,40 @@ fn bind_listener(addr: SocketAddr) -> Result<TcpListener, IngestError> {
     TcpListener::from_std(socket.into()).map_err(bind_error(LISTENER, addr))
 }
 
-async fn accept_loop<F: SinkFactory>(listener: TcpListener, factory: Arc<F>) {
+/// What every connection of a listener is held to.
+#[derive(Clone, Copy)]
+struct Limits {
+    max_connections: usize,
+    idle_timeout: Option<Duration>,
+}
+
+async fn accept_loop<F: SinkFactory>(listener: TcpListener, factory: Arc<F>, limits: Limits) {
     let counters = ConnectionCounters {
         errors: catalog::TCP_CONNECTION_ERRORS.counter([]),
         too_long: catalog::TCP_TOO_LONG_LINES.counter([]),
+        idle_closed: catalog::TCP_IDLE_CLOSED.counter([]),
+        open: catalog::TCP_CONNECTIONS_OPEN.gauge([]),
     };
     let connections = catalog::TCP_CONNECTIONS.counter([]);
+    let refused = catalog::TCP_CONNECTIONS_REFUSED.counter([]);
+    // Only this loop adds to it, so checking it before adding cannot overshoot the limit.
+    let open = Arc::new(AtomicUsize::new(0));
     // Owning the connection tasks here means aborting this task aborts them all.
     let mut tasks = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    if open.load(Ordering::Acquire) >= limits.max_connections {
+                        refuse(stream, peer, limits.max_connections);
+                        refused.increment(1);
+                        continue;
+                    }
                     connections.increment(1);
+                    let slot = OpenSlot::take(&open, &counters.open);
                     let sink = factory.make_sink();
-                    tasks.spawn(serve_connection(stream, peer, sink, counters.clone()));
+                    let counters = counters.clone();
+                    tasks.spawn(serve_connection(stream, peer, sink, counters, limits.idle_timeout, slot));
                 }
                 Err(err) => {
                     if ACCEPT_ERROR_LOG.allow().is_some() {
@@ -128,39 +269,121 @@ async fn accept_loop<F: SinkFactory>(listener: TcpListener, factory: Arc<F>) {
     }
 }
 
+/// Closes a connection beyond the limit with a reset rather than a FIN: the client's next
+/// write fails instead of vanishing, and no TIME_WAIT state is left on this side.
+fn refuse(stream: TcpStream, peer: SocketAddr, max_connections: usize) {
+    let _ = SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+    drop(stream);
+    if REFUSED_LOG.allow().is_some() {
+        tracing::warn!(%peer, max_connections, "refusing a statsd TCP connection: the connection limit is reached");
+    }
+}
+
+/// One connection's place under the limit, given back when the connection task ends,
+/// however it ends (closed, failed or aborted).
+struct OpenSlot {
+    open: Arc<AtomicUsize>,
+    gauge: metrics::Gauge,
+}
+
+impl OpenSlot {
+    fn take(open: &Arc<AtomicUsize>, gauge: &metrics::Gauge) -> OpenSlot {
+        let now = open.fetch_add(1, Ordering::AcqRel).saturating_add(1);
+        gauge.set(now as f64);
+        OpenSlot {
+            open: Arc::clone(open),
+            gauge: gauge.clone(),
+        }
+    }
+}
+
+impl Drop for OpenSlot {
+    fn drop(&mut self) {
+        let before = self.open.fetch_sub(1, Ordering::AcqRel);
+        self.gauge.set(before.saturating_sub(1) as f64);
+    }
+}
+
 #[derive(Clone)]
 struct ConnectionCounters {
     errors: metrics::Counter,
     too_long: metrics::Counter,
+    idle_closed: metrics::Counter,
+    open: metrics::Gauge,
+}
+
+/// What one read did to a connection.
+enum ReadOutcome {
+    /// Lines delivered (or nothing was there after all); keep reading.
+    More,
+    /// The peer closed its side.
+    Closed,
+    /// A line longer than [`TCP_MAX_LINE`]: close the connection.
+    TooLong,
+    /// The read failed.
+    Failed(io::Error),
 }
 
 async fn serve_connection<S: Sink>(
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
     mut sink: S,
     counters: ConnectionCounters,
+    idle_timeout: Option<Duration>,
+    _slot: OpenSlot,
 ) {
     let mut framer = LineFramer::new();
     loop {
-        match stream.read(framer.spare()).await {
-            Ok(0) => {
+        let ready = match idle_timeout {
+            Some(limit) => match tokio::time::timeout(limit, stream.readable()).await {
+                Ok(ready) => ready,
+                Err(_) => {
+                    // Go's ReadLine would have handed out the partial line at end of stream.
+                    framer.finish(&mut sink);
+                    counters.idle_closed.increment(1);
+                    tracing::debug!(%peer, "closing an idle TCP connection");
+                    break;
+                }
+            },
+            None => stream.readable().await,
+        };
+        let outcome = match ready {
+            Ok(()) => READ_BUFFER.with_borrow_mut(|buffer| match stream.try_read(buffer) {
+                Ok(0) => ReadOutcome::Closed,
+                Ok(n) => {
+                    let framed = framer.feed(&buffer[..n], &mut sink);
+                    sink.flush();
+                    match framed {
+                        Ok(()) => ReadOutcome::More,
+                        Err(LineTooLong) => ReadOutcome::TooLong,
+                    }
+                }
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    ReadOutcome::More
+                }
+                Err(err) => ReadOutcome::Failed(err),
+            }),
+            Err(err) => ReadOutcome::Failed(err),
+        };
+        match outcome {
+            ReadOutcome::More => {}
+            ReadOutcome::Closed => {
                 framer.finish(&mut sink);
                 break;
             }
-            Ok(n) => {
-                framer.filled(n);
-                let framed = framer.deliver_lines(&mut sink);
-                sink.flush();
-                if framed.is_err() {
-                    counters.too_long.increment(1);
-                    if TOO_LONG_LOG.allow().is_some() {
-                        tracing::debug!(%peer, "closing TCP connection: line longer than {TCP_MAX_LINE} bytes");
-                    }
-                    return;
+            ReadOutcome::TooLong => {
+                counters.too_long.increment(1);
+                if TOO_LONG_LOG.allow().is_some() {
+                    tracing::debug!(%peer, "closing TCP connection: line longer than {TCP_MAX_LINE} bytes");
                 }
+                return;
             }
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(err) => {
+            ReadOutcome::Failed(err) => {
                 // Go's ReadLine hands out a pending partial line before reporting the error.
                 framer.finish(&mut sink);
                 counters.errors.increment(1);
@@ -178,65 +401,75 @@ async fn serve_connection<S: Sink>(
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct LineTooLong;
 
-/// Cuts a byte stream into lines inside one reused buffer: no allocation per line or per read.
+/// Cuts a byte stream into lines. Complete lines are handed out straight from the buffer
+/// that was read into; only a partial last line is copied, to be completed by the next read.
 pub(crate) struct LineFramer {
-    buf: Box<[u8]>,
-    /// Bytes of `buf` holding data: a partial line (< 4096 bytes) carried from the last read,
-    /// then whatever the last read added.
-    len: usize,
+    /// The partial line carried from the last read: at most `TCP_MAX_LINE` bytes, so never
+    /// more than that is held per connection.
+    partial: Vec<u8>,
 }
 
 impl LineFramer {
     pub(crate) fn new() -> Self {
         LineFramer {
-            buf: vec![0u8; READ_CHUNK].into_boxed_slice(),
-            len: 0,
+            partial: Vec::new(),
         }
     }
 
-    /// Where the next read goes. Never empty: at most `TCP_MAX_LINE` bytes are carried over.
-    pub(crate) fn spare(&mut self) -> &mut [u8] {
-        &mut self.buf[self.len..]
-    }
-
-    /// Records that `n` bytes were read into [`spare`](Self::spare).
-    pub(crate) fn filled(&mut self, n: usize) {
-        self.len = (self.len + n).min(self.buf.len());
-    }
-
-    /// Hands every complete line to `sink`, `\n` or `\r\n` removed, and keeps the partial last
-    /// line. Stops at the first line longer than [`TCP_MAX_LINE`]; the caller must then close
-    /// the connection, as statsd_exporter does.
-    pub(crate) fn deliver_lines<S: Sink>(&mut self, sink: &mut S) -> Result<(), LineTooLong> {
-        let data = &self.buf[..self.len];
-        let mut start = 0;
-        while let Some(offset) = data[start..].iter().position(|&b| b == b'\n') {
-            if offset > TCP_MAX_LINE {
+    /// Hands every line completed by `chunk` to `sink`, `\n` or `\r\n` removed, and keeps the
+    /// partial last line. Stops at the first line longer than [`TCP_MAX_LINE`]; the caller
+    /// must then close the connection, as statsd_exporter does.
+    pub(crate) fn feed<S: Sink>(&mut self, chunk: &[u8], sink: &mut S) -> Result<(), LineTooLong> {
+        let mut rest = chunk;
+        if !self.partial.is_empty() {
+            match memchr::memchr(b'\n', rest) {
+                Some(end) => {
+                    if self.partial.len() + end > TCP_MAX_LINE {
+                        return Err(LineTooLong);
+                    }
+                    self.partial.extend_from_slice(&rest[..end]);
+                    sink.line(strip_cr(&self.partial));
+                    self.partial.clear();
+                    rest = &rest[end + 1..];
+                }
+                None => {
+                    if self.partial.len() + rest.len() > TCP_MAX_LINE {
+                        return Err(LineTooLong);
+                    }
+                    self.partial.extend_from_slice(rest);
+                    return Ok(());
+                }
+            }
+        }
+        while let Some(end) = memchr::memchr(b'\n', rest) {
+            if end > TCP_MAX_LINE {
                 return Err(LineTooLong);
             }
-            let mut line = &data[start..start + offset];
-            if let [rest @ .., b'\r'] = line {
-                line = rest;
-            }
-            sink.line(line);
-            start += offset + 1;
+            sink.line(strip_cr(&rest[..end]));
+            rest = &rest[end + 1..];
         }
-        let rest = self.len - start;
-        if rest > TCP_MAX_LINE {
+        if rest.len() > TCP_MAX_LINE {
             return Err(LineTooLong);
         }
-        self.buf.copy_within(start..self.len, 0);
-        self.len = rest;
+        self.partial.extend_from_slice(rest);
         Ok(())
     }
 
     /// At end of stream: hands a pending unterminated line to `sink` as it is (a trailing `\r`
     /// stays, as with Go's ReadLine).
     pub(crate) fn finish<S: Sink>(&mut self, sink: &mut S) {
-        if self.len > 0 {
-            sink.line(&self.buf[..self.len]);
-            self.len = 0;
+        if !self.partial.is_empty() {
+            sink.line(&self.partial);
+            self.partial = Vec::new();
         }
+    }
+}
+
+/// A line without the `\r` of a `\r\n` ending.
+fn strip_cr(line: &[u8]) -> &[u8] {
+    match line {
+        [rest @ .., b'\r'] => rest,
+        _ => line,
     }
 }
 
@@ -265,9 +498,7 @@ mod tests {
         let mut framer = LineFramer::new();
         let mut sink = Lines::default();
         for chunk in chunks {
-            framer.spare()[..chunk.len()].copy_from_slice(chunk);
-            framer.filled(chunk.len());
-            if let Err(err) = framer.deliver_lines(&mut sink) {
+            if let Err(err) = framer.feed(chunk, &mut sink) {
                 return (sink.lines, Err(err));
             }
         }
@@ -361,14 +592,8 @@ mod tests {
         }
         let mut framer = LineFramer::new();
         let mut sink = Lines::default();
-        let mut rest = &input[..];
-        while !rest.is_empty() {
-            let spare = framer.spare();
-            let n = spare.len().min(rest.len());
-            spare[..n].copy_from_slice(&rest[..n]);
-            framer.filled(n);
-            rest = &rest[n..];
-            framer.deliver_lines(&mut sink).unwrap();
+        for chunk in input.chunks(READ_CHUNK) {
+            framer.feed(chunk, &mut sink).unwrap();
         }
         framer.finish(&mut sink);
         assert_eq!(sink.lines.len(), 20_000);

@@ -134,6 +134,12 @@ families! { RECORDED:
         "The number of errors encountered reading from TCP.";
     TCP_TOO_LONG_LINES: Counter "statsd_exporter_tcp_too_long_lines_total" []
         "The number of lines discarded due to being too long.";
+    TCP_CONNECTIONS_REFUSED: Counter "statsgate_tcp_connections_refused_total" []
+        "StatsD TCP connections reset as soon as accepted because the connection limit (--statsd.tcp-max-connections, lowered to the descriptor limit less a reserve) was reached.";
+    TCP_IDLE_CLOSED: Counter "statsgate_tcp_idle_closed_total" []
+        "StatsD TCP connections closed because nothing arrived on them for --statsd.tcp-idle-timeout.";
+    TCP_CONNECTIONS_OPEN: Gauge "statsgate_tcp_connections_open" []
+        "StatsD TCP connections currently open.";
     UNIXGRAM_PACKETS: Counter "statsd_exporter_unixgram_packets_total" []
         "The total number of StatsD packets received over unixgram.";
     CONFIG_RELOADS: Counter "statsd_exporter_config_reloads_total" ["outcome"]

@@ -68,13 +68,30 @@ impl Gateway {
         Self::start_with(args, true)
     }
 
+    /// Like [`Gateway::start`], with the process's descriptor limit (`RLIMIT_NOFILE`) set to
+    /// `soft` and `hard` before it starts.
+    pub fn start_with_descriptor_limit(args: &[&str], soft: u64, hard: u64) -> Gateway {
+        Self::spawn(args, false, Some((soft, hard)))
+    }
+
     fn start_with(args: &[&str], unixgram: bool) -> Gateway {
-        let mut all: Vec<String> = vec![
-            "--web.listen-address=127.0.0.1:0".into(),
-            "--statsd.listen-udp=127.0.0.1:0".into(),
-            "--statsd.listen-tcp=127.0.0.1:0".into(),
-            "--statsd.udp-sockets=1".into(),
-        ];
+        Self::spawn(args, unixgram, None)
+    }
+
+    fn spawn(args: &[&str], unixgram: bool, descriptor_limit: Option<(u64, u64)>) -> Gateway {
+        // A flag given in `args` replaces the harness's default for it (the CLI refuses a
+        // flag given twice).
+        let given = |flag: &str| args.iter().any(|a| a.split('=').next() == Some(flag));
+        let mut all: Vec<String> = [
+            "--web.listen-address=127.0.0.1:0",
+            "--statsd.listen-udp=127.0.0.1:0",
+            "--statsd.listen-tcp=127.0.0.1:0",
+            "--statsd.udp-sockets=1",
+        ]
+        .into_iter()
+        .filter(|d| !given(d.split('=').next().unwrap_or(d)))
+        .map(String::from)
+        .collect();
         let dir = unixgram.then(|| TempDir::new("unixgram"));
         if let Some(d) = &dir {
             all.push(format!(
@@ -85,12 +102,30 @@ impl Gateway {
         all.extend(args.iter().map(|s| s.to_string()));
         // JSON lines, so the harness reads the listeners' addresses by key.
         all.push("--log.format=json".into());
-        let mut child = Command::new(env!("CARGO_BIN_EXE_statsgate"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_statsgate"));
+        command
             .args(&all)
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn statsgate");
+            .stderr(Stdio::piped());
+        if let Some((soft, hard)) = descriptor_limit {
+            use std::os::unix::process::CommandExt;
+            let limit = libc::rlimit {
+                rlim_cur: soft,
+                rlim_max: hard,
+            };
+            // SAFETY: between fork and exec only setrlimit runs, which is async-signal-safe
+            // and reads a struct copied into the closure.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let mut child = command.spawn().expect("spawn statsgate");
         let log = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel::<String>();
@@ -267,6 +302,36 @@ impl Drop for Gateway {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Runs the real binary with exactly `args` until it exits by itself, for at most [`WAIT`]
+/// (then it is killed). Returns its exit status (`None` if it had to be killed) and stderr.
+pub fn run_until_exit(args: &[&str]) -> (Option<std::process::ExitStatus>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_statsgate"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn statsgate");
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (status, reader.join().unwrap_or_default())
 }
 
 /// A parsed scrape: `series text as printed` → value.
