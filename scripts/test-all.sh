@@ -1,22 +1,33 @@
 #!/usr/bin/env bash
 # Runs every check statsgate has, on a fresh Debian machine as on a developer's:
 # installs what the tests need (Debian's `prometheus` package: promtool and a real
-# Prometheus server), then formatting, lints, and the whole test suite.
+# Prometheus server; `victoria-metrics`, a second remote_write receiver; `openssl` and
+# `curl` for the TLS test), then formatting, lints, and the whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need_install=0
-command -v promtool >/dev/null 2>&1 || need_install=1
-command -v prometheus >/dev/null 2>&1 || need_install=1
-if [ "$need_install" = 1 ]; then
-  echo "==> installing Debian's prometheus package (promtool + server) for the tests"
+# Debian package → a command it provides that the tests run.
+packages=(prometheus:promtool prometheus:prometheus victoria-metrics:victoria-metrics openssl:openssl curl:curl)
+missing=()
+for p in "${packages[@]}"; do
+  command -v "${p#*:}" >/dev/null 2>&1 || missing+=("${p%%:*}")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  # Each package once, in order.
+  mapfile -t missing < <(printf '%s\n' "${missing[@]}" | awk '!seen[$0]++')
+  echo "==> installing Debian packages the tests need: ${missing[*]}"
   SUDO=""
   [ "$(id -u)" = 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+for p in "${packages[@]}"; do
+  command -v "${p#*:}" >/dev/null 2>&1 || { echo "error: ${p#*:} (Debian package ${p%%:*}) is still missing" >&2; exit 1; }
+done
 promtool --version | head -1
 prometheus --version 2>&1 | head -1
+# Debian's victoria-metrics build prints no version of its own.
+echo "victoria-metrics $(dpkg-query -W -f '${Version}' victoria-metrics 2>/dev/null || echo '(not from a Debian package)')"
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check

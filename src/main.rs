@@ -12,6 +12,7 @@ use statsgate::line::Dialects;
 use statsgate::mapping::{CacheKind, CacheOptions, Mapper};
 use statsgate::pipeline::{Pipeline, Profile, Workers};
 use statsgate::relay::RelayTarget;
+use statsgate::remote_write::{self, RemoteWrite};
 use statsgate::store::{Store, StoreOptions};
 use statsgate::telemetry::{self, Telemetry};
 use tokio::sync::Notify;
@@ -113,13 +114,14 @@ fn run(flags: Flags) -> Result<()> {
     }
     let web =
         ingest::parse_listen_address(&flags.web_listen_address).context("--web.listen-address")?;
+    let remote_write_options = flags.remote_write.options()?;
 
     let telemetry = Telemetry::install()?;
     ingest::describe_metrics();
     let mapper = load_mapper(&flags)?;
     metrics::gauge!("statsd_exporter_loaded_mappings").set(mapper.rule_count() as f64);
     let store = Arc::new(Store::new(StoreOptions {
-        reserved_names: telemetry::reserved_names(),
+        reserved_names: [telemetry::reserved_names(), remote_write::metric_names()].concat(),
         ..Default::default()
     }));
     let dialects = Dialects {
@@ -142,6 +144,9 @@ fn run(flags: Flags) -> Result<()> {
         pipeline = pipeline.with_relay(target);
     }
     let pipeline = Arc::new(pipeline);
+    let remote_write = remote_write_options
+        .map(|o| RemoteWrite::start(store.clone(), Some(telemetry.clone()), o))
+        .transpose()?;
     let workers = Arc::new(Workers(pipeline.clone()));
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -245,6 +250,9 @@ fn run(flags: Flags) -> Result<()> {
         }
         Ok::<(), anyhow::Error>(())
     })?;
+    if let Some(rw) = remote_write {
+        rw.shutdown();
+    }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = maintenance.join();
     info!("stopped");

@@ -246,6 +246,10 @@ pub struct Flags {
     /// Output format of log messages.
     #[arg(long = "log.format", default_value = "logfmt", value_enum)]
     pub log_format: LogFormat,
+
+    /// `--remote-write.*`.
+    #[command(flatten)]
+    pub remote_write: crate::remote_write::RemoteWriteFlags,
 }
 
 /// Rewrites kingpin/Go-flag spellings into clap's: `-long.flag` → `--long.flag`, and

@@ -2,6 +2,7 @@
 //! readiness, and the lifecycle endpoints (reload, quit).
 
 mod http;
+pub mod samples;
 pub mod text;
 
 pub use http::{HttpOptions, Lifecycle, router};
