@@ -92,15 +92,36 @@ fn check_families(want: &BTreeMap<String, f64>) {
     assert_eq!(want["rw_size{k=\"v\",quantile=\"0.5\"}"], 0.007);
 }
 
+/// A remote_write self-metric of `url`; panics when the scrape lacks it (they are all
+/// registered at start, so a missing one is a bug, not a zero).
+fn rw(s: &common::Samples, family: &str, url: &str) -> f64 {
+    let key = format!("statsgate_remote_write_{family}{{url=\"{url}\"}}");
+    s.get(&key)
+        .unwrap_or_else(|| panic!("{key} missing from the scrape:\n{}", s.text))
+}
+
+/// `statsgate_remote_write_failed_samples_total` of `url` for `reason`.
+fn dropped(s: &common::Samples, reason: &str, url: &str) -> f64 {
+    let key =
+        format!("statsgate_remote_write_failed_samples_total{{reason=\"{reason}\",url=\"{url}\"}}");
+    s.get(&key)
+        .unwrap_or_else(|| panic!("{key} missing from the scrape:\n{}", s.text))
+}
+
 fn gateway_for(url: &str, extra: &[&str]) -> (Gateway, TempDir) {
     let (dir, mapping) = mapping_file();
     let mut args = vec![
         mapping,
         format!("--remote-write.url={url}"),
-        "--remote-write.interval=300ms".to_string(),
         "--remote-write.min-backoff=50ms".to_string(),
         "--remote-write.max-backoff=500ms".to_string(),
     ];
+    if !extra
+        .iter()
+        .any(|a| a.starts_with("--remote-write.interval"))
+    {
+        args.push("--remote-write.interval=300ms".to_string());
+    }
     args.extend(extra.iter().map(|s| s.to_string()));
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     (Gateway::start(&refs), dir)
@@ -115,16 +136,10 @@ fn prometheus_receives_what_metrics_shows() {
     check_families(&want);
     wait_receiver_matches(&prom, &want);
     let s = gw.wait_for("pushes counted", |s| {
-        s.count(&format!(
-            "statsgate_remote_write_samples_total{{url=\"{}\"}}",
-            prom.write_url()
-        )) > 0.0
+        rw(s, "samples_total", &prom.write_url()) > 0.0
     });
     assert_eq!(
-        s.count(&format!(
-            "statsgate_remote_write_failed_samples_total{{reason=\"rejected\",url=\"{}\"}}",
-            prom.write_url()
-        )),
+        dropped(&s, "rejected", &prom.write_url()),
         0.0,
         "Prometheus refused samples (out of order or duplicate?):\n{}",
         gw.log_text()
@@ -158,14 +173,14 @@ fn a_receiver_down_for_a_while_gets_the_data_after_backoff_once() {
     vm.stop();
     let down_from = now_ms();
     send_traffic(&gw);
+    let want = gateway_samples(&gw, 2.0);
+    // Down across several pushes of the new values, which queue up meanwhile.
+    std::thread::sleep(Duration::from_millis(1500));
     gw.wait_for("retries while the receiver is down", |s| {
-        s.count(&format!(
-            "statsgate_remote_write_retries_total{{url=\"{url}\"}}"
-        )) >= 3.0
+        rw(s, "retries_total", &url) >= 3.0
     });
     let down_until = now_ms();
     vm.restart();
-    let want = gateway_samples(&gw, 2.0);
     wait_receiver_matches(&vm, &want);
 
     let raw = vm.raw_samples("rw_requests", "1h");
@@ -192,11 +207,7 @@ fn a_receiver_down_for_a_while_gets_the_data_after_backoff_once() {
     let s = gw.scrape();
     let s = common::Samples::parse(&s);
     assert_eq!(
-        s.count(&format!(
-            "statsgate_remote_write_failed_samples_total{{reason=\"queue_full\",url=\"{url}\"}}"
-        )) + s.count(&format!(
-            "statsgate_remote_write_failed_samples_total{{reason=\"rejected\",url=\"{url}\"}}"
-        )),
+        dropped(&s, "queue_full", &url) + dropped(&s, "rejected", &url),
         0.0
     );
 }
@@ -218,22 +229,10 @@ fn a_400_gets_no_retry_and_the_drop_is_counted() {
         r.len() >= 3
     });
     let s = gw.wait_for("the drops counted", |s| {
-        s.count(&format!(
-            "statsgate_remote_write_failed_samples_total{{reason=\"rejected\",url=\"{url}\"}}"
-        )) >= got.iter().map(|r| r.samples.len()).sum::<usize>() as f64
+        dropped(s, "rejected", &url) >= got.iter().map(|r| r.samples.len()).sum::<usize>() as f64
     });
-    assert_eq!(
-        s.count(&format!(
-            "statsgate_remote_write_retries_total{{url=\"{url}\"}}"
-        )),
-        0.0
-    );
-    assert_eq!(
-        s.count(&format!(
-            "statsgate_remote_write_samples_total{{url=\"{url}\"}}"
-        )),
-        0.0
-    );
+    assert_eq!(rw(&s, "retries_total", &url), 0.0);
+    assert_eq!(rw(&s, "samples_total", &url), 0.0);
     // No retry: every request carried a new snapshot (no sample sent twice).
     let all = rx.received();
     let mut seen = HashSet::new();
@@ -242,9 +241,7 @@ fn a_400_gets_no_retry_and_the_drop_is_counted() {
             assert!(seen.insert((k.clone(), *t)), "{k} at {t} sent twice");
         }
     }
-    let dropped = s.count(&format!(
-        "statsgate_remote_write_failed_samples_total{{reason=\"rejected\",url=\"{url}\"}}"
-    ));
+    let dropped = dropped(&s, "rejected", &url);
     assert!(dropped >= 10.0, "{dropped}");
 }
 
@@ -294,17 +291,10 @@ fn server_errors_and_429_are_retried_with_backoff_and_nothing_counts_twice() {
         "the retried push got through"
     );
     let s = gw.wait_for("the retries counted", |s| {
-        s.count(&format!(
-            "statsgate_remote_write_retries_total{{url=\"{url}\"}}"
-        )) == 4.0
+        rw(s, "retries_total", &url) == 4.0
     });
     for reason in ["queue_full", "rejected", "shutdown"] {
-        assert_eq!(
-            s.count(&format!(
-                "statsgate_remote_write_failed_samples_total{{reason=\"{reason}\",url=\"{url}\"}}"
-            )),
-            0.0
-        );
+        assert_eq!(dropped(&s, reason, &url), 0.0);
     }
     // The receiver's latest value of each rw_ series is the gateway's.
     let mut latest: BTreeMap<String, (i64, f64)> = BTreeMap::new();
@@ -423,9 +413,7 @@ fn https_with_a_private_ca_and_a_server_name() {
     );
     send_traffic(&gw);
     gw.wait_for("samples accepted over TLS", |s| {
-        s.count(&format!(
-            "statsgate_remote_write_samples_total{{url=\"{url}\"}}"
-        )) > 0.0
+        rw(s, "samples_total", &url) > 0.0
     });
     // The real curl, trusting the same CA, reads them back.
     let deadline = Instant::now() + RECEIVE_WAIT;
@@ -462,15 +450,8 @@ fn https_with_a_private_ca_and_a_server_name() {
     let (gw2, _dir2) = gateway_for(&url, &["--remote-write.tls.server-name=receiver.test"]);
     send_traffic(&gw2);
     let s = gw2.wait_for("TLS failures retried", |s| {
-        s.count(&format!(
-            "statsgate_remote_write_retries_total{{url=\"{url}\"}}"
-        )) >= 2.0
+        rw(s, "retries_total", &url) >= 2.0
     });
-    assert_eq!(
-        s.count(&format!(
-            "statsgate_remote_write_samples_total{{url=\"{url}\"}}"
-        )),
-        0.0
-    );
+    assert_eq!(rw(&s, "samples_total", &url), 0.0);
     assert!(gw2.log_text().contains("certificate"), "{}", gw2.log_text());
 }

@@ -247,10 +247,11 @@ impl UrlMetrics {
         UrlMetrics {
             samples: metrics::counter!("statsgate_remote_write_samples_total", "url" => url.clone()),
             failed: DropReason::ALL.map(|r| {
+                // Labels in name order, as client_golang writes them.
                 metrics::counter!(
                     "statsgate_remote_write_failed_samples_total",
-                    "url" => url.clone(),
-                    "reason" => r.as_str()
+                    "reason" => r.as_str(),
+                    "url" => url.clone()
                 )
             }),
             retries: metrics::counter!("statsgate_remote_write_retries_total", "url" => url.clone()),

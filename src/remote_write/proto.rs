@@ -11,7 +11,7 @@
 //! message Sample       { double value = 1; int64 timestamp = 2; }
 //! ```
 //!
-//! The gateway encodes with [`RequestEncoder`], which writes the same bytes as
+//! The gateway encodes with `RequestEncoder`, which writes the same bytes as
 //! `WriteRequest::encode` straight from the store's borrowed labels (no `String` per label
 //! per push); the derives decode (tests, receivers) and pin the encoder's output in a test.
 
