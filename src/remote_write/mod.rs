@@ -12,7 +12,7 @@
 //! receiver in time order. A full queue drops its oldest requests.
 //!
 //! All of it runs on one thread of its own (a current-thread runtime plus a blocking
-//! thread for the snapshot), at a lowered scheduling priority: the receive threads never
+//! thread for the snapshot), 10 nice levels below the rest of the process: the receive threads never
 //! wait for it, and under CPU contention it yields to them. A series that vanished (TTL
 //! expiry) gets Prometheus's staleness marker in the next push.
 //!
@@ -305,11 +305,12 @@ impl RemoteWrite {
         let thread = std::thread::Builder::new()
             .name("statsgate-rw".into())
             .spawn(move || {
+                // Before the runtime exists: its blocking threads (the snapshot, DNS) are
+                // started from this thread and inherit its priority.
                 lower_priority();
                 let rt = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .thread_name("statsgate-rw-snap")
-                    .on_thread_start(lower_priority)
                     .build()
                 {
                     Ok(rt) => rt,
@@ -344,13 +345,13 @@ impl Drop for RemoteWrite {
     }
 }
 
-/// Moves the calling thread behind the receive threads in the scheduler's eyes (nice 10):
-/// a push may be late, ingestion must not be.
+/// Moves the calling thread 10 nice levels behind the rest of the process (the receive
+/// threads) in the scheduler's eyes: a push may be late, ingestion must not be.
 fn lower_priority() {
-    // SAFETY: setpriority takes plain integers and touches no memory of ours. On Linux,
-    // PRIO_PROCESS with who = 0 applies to the calling thread only. A failure leaves the
-    // priority as it was, which is harmless.
-    let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
+    // SAFETY: nice takes a plain integer and touches no memory of ours. On Linux it changes
+    // the calling thread only (the nice value is per thread), and threads it starts
+    // inherit it. A failure leaves the priority as it was, which is harmless.
+    let _ = unsafe { libc::nice(10) };
 }
 
 /// One URL: its queue, client and self-metrics.
