@@ -1,28 +1,36 @@
 #!/usr/bin/env bash
 # Runs every check statsgate has, on a fresh Debian machine as on a developer's:
 # installs what the tests need (Debian's `prometheus` package: promtool and a real
-# Prometheus server; `curl` and `openssl`, the real clients of the TLS tests), then
-# formatting, lints, docs, that the fuzz targets build, and the whole test suite of the
-# workspace (the gateway and tools/loadgen).
+# Prometheus server; `victoria-metrics`, a second remote_write receiver; `openssl` and
+# `curl` for the TLS tests), then formatting, lints, docs, that the fuzz targets build, and
+# the whole test suite of the workspace (the gateway and tools/loadgen).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need_install=0
-for tool in promtool prometheus curl openssl; do
-  command -v "$tool" >/dev/null 2>&1 || need_install=1
+# Debian package → a command it provides that the tests run.
+packages=(prometheus:promtool prometheus:prometheus victoria-metrics:victoria-metrics openssl:openssl curl:curl)
+missing=()
+for p in "${packages[@]}"; do
+  command -v "${p#*:}" >/dev/null 2>&1 || missing+=("${p%%:*}")
 done
-if [ "$need_install" = 1 ]; then
-  echo "==> installing Debian's prometheus, curl and openssl packages for the tests"
+if [ "${#missing[@]}" -gt 0 ]; then
+  # Each package once, in order.
+  mapfile -t missing < <(printf '%s\n' "${missing[@]}" | awk '!seen[$0]++')
+  echo "==> installing Debian packages the tests need: ${missing[*]}"
   SUDO=""
   [ "$(id -u)" = 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
-    prometheus curl openssl ca-certificates >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+for p in "${packages[@]}"; do
+  command -v "${p#*:}" >/dev/null 2>&1 || { echo "error: ${p#*:} (Debian package ${p%%:*}) is still missing" >&2; exit 1; }
+done
 promtool --version | head -1
 prometheus --version 2>&1 | head -1
 curl --version | head -1
 openssl version
+# Debian's victoria-metrics build prints no version of its own.
+echo "victoria-metrics $(dpkg-query -W -f '${Version}' victoria-metrics 2>/dev/null || echo '(not from a Debian package)')"
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check

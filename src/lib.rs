@@ -3,7 +3,8 @@
 //! The modules follow a datagram's path: [`ingest`] (sockets, framing, relaying) →
 //! [`worker`] (the per-thread hot loop) → [`line`](mod@crate::line) (grammar) → [`mapping`]
 //! (names and labels: mapping files and profiles) → [`store`] (aggregation) → [`expose`]
-//! (HTTP exposition). [`cli`], [`telemetry`] and [`logging`] serve the binary.
+//! (HTTP exposition); [`remote_write`] pushes what [`expose`] shows to Prometheus
+//! remote_write receivers. [`cli`], [`telemetry`] and [`logging`] serve the binary.
 
 pub mod cli;
 pub mod expose;
@@ -11,6 +12,7 @@ pub mod ingest;
 pub mod line;
 pub mod logging;
 pub mod mapping;
+pub mod remote_write;
 pub mod store;
 pub mod telemetry;
 pub mod worker;

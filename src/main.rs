@@ -10,6 +10,7 @@ use statsgate::ingest::{
     self, RelayTarget, Relayed, UdpOptions, UnixgramOptions, parse_listen_address,
 };
 use statsgate::mapping::LiveMapper;
+use statsgate::remote_write::RemoteWrite;
 use statsgate::store::{Maintenance, Store, StoreOptions};
 use statsgate::telemetry::{self, Telemetry};
 use statsgate::worker::Workers;
@@ -104,6 +105,7 @@ fn run(flags: Flags) -> Result<()> {
         bail!("at least one of UDP/TCP/Unixgram listeners must be specified");
     }
     let web = parse_listen_address(&flags.web_listen_address).context("--web.listen-address")?;
+    let remote_write_options = flags.remote_write.options()?;
     let relay = match &flags.statsd_relay_address {
         Some(addr) => Some(
             RelayTarget::new(addr, flags.statsd_relay_packet_length)
@@ -131,6 +133,9 @@ fn run(flags: Flags) -> Result<()> {
     let sinks = Arc::new(Relayed::new(workers, relay));
     let maintenance =
         Maintenance::start(store.clone()).context("starting the maintenance thread")?;
+    let remote_write = remote_write_options
+        .map(|o| RemoteWrite::start(store.clone(), Some(telemetry.clone()), o))
+        .transpose()?;
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -230,6 +235,10 @@ fn run(flags: Flags) -> Result<()> {
     })?;
     // Blocking tasks (a render whose client left, a reload) must not hold the exit up.
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    // Intake has stopped: one last push of what was received, bounded by its flush timeout.
+    if let Some(rw) = remote_write {
+        rw.shutdown();
+    }
     drop(maintenance);
     info!("stopped");
     Ok(())

@@ -14,6 +14,10 @@ use crate::ingest::TcpOptions;
 use crate::line::Dialects;
 use crate::mapping::{CacheKind, CacheOptions, Profile, ProfileError, parse_go_duration};
 
+mod remote_write;
+
+pub use remote_write::RemoteWriteFlags;
+
 /// Boolean flags that also take a `--no-` form.
 const NEGATABLE: &[&str] = &[
     "statsd.parse-dogstatsd-tags",
@@ -318,6 +322,10 @@ pub struct Flags {
     /// Output format of log messages.
     #[arg(long = "log.format", default_value = "logfmt", value_enum)]
     pub log_format: LogFormat,
+
+    /// `--remote-write.*`.
+    #[command(flatten)]
+    pub remote_write: RemoteWriteFlags,
 }
 
 /// Rewrites kingpin/Go-flag spellings into clap's: `-long.flag` → `--long.flag`, and

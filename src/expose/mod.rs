@@ -5,6 +5,7 @@
 mod auth;
 mod http;
 mod limits;
+pub mod samples;
 mod server;
 pub mod text;
 mod web_config;

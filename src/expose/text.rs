@@ -3,7 +3,8 @@
 
 use std::io::Write as _;
 
-use crate::store::{Family, FamilyType, Series, Store, TextStyle};
+use super::samples::{BoundLabel, SampleValue, for_each_sample};
+use crate::store::{Family, Series, Store, TextStyle};
 
 /// How many series of one family are read per lock hold.
 const SERIES_PER_LOCK: usize = 4096;
@@ -123,10 +124,10 @@ fn write_header(buf: &mut Vec<u8>, fam: &Family) {
 fn write_labels(
     buf: &mut Vec<u8>,
     labels: &[(Box<str>, Box<str>)],
-    extra: Option<(&str, f64)>,
+    bound: Option<BoundLabel>,
     style: TextStyle,
 ) {
-    if labels.is_empty() && extra.is_none() {
+    if labels.is_empty() && bound.is_none() {
         if style == TextStyle::Envoy {
             buf.extend_from_slice(b"{}");
         }
@@ -151,84 +152,41 @@ fn write_labels(
         }
         buf.push(b'"');
     }
-    if let Some((k, v)) = extra {
+    if let Some(bound) = bound {
         if !first {
             buf.push(b',');
         }
-        buf.extend_from_slice(k.as_bytes());
+        buf.extend_from_slice(bound.name().as_bytes());
         buf.extend_from_slice(b"=\"");
-        match style {
-            TextStyle::Envoy if v.is_finite() && v.fract() == 0.0 && v.abs() < 1e21 => {
-                let _ = write!(buf, "{v:.0}");
-            }
-            _ => write_float(buf, v),
-        }
+        bound.write_value(buf, style);
         buf.push(b'"');
     }
     buf.push(b'}');
 }
 
-fn write_sample(
-    buf: &mut Vec<u8>,
-    fam: &Family,
-    suffix: &str,
-    s: &Series,
-    extra: Option<(&str, f64)>,
-) {
-    buf.extend_from_slice(fam.name().as_bytes());
-    buf.extend_from_slice(suffix.as_bytes());
-    write_labels(buf, s.labels(), extra, fam.style());
-    buf.push(b' ');
-}
-
 fn write_series(buf: &mut Vec<u8>, fam: &Family, s: &Series, at: std::time::Instant) {
-    match fam.family_type() {
-        FamilyType::Counter | FamilyType::Gauge => {
-            write_sample(buf, fam, "", s, None);
-            write_float(buf, s.scalar());
-            buf.push(b'\n');
-        }
-        FamilyType::Summary => {
-            let Some(snap) = s.summary_snapshot(at) else {
-                return;
-            };
-            // client_golang writes quantiles in ascending order, whatever the file's order.
-            let mut quantiles = snap.quantiles.clone();
-            quantiles.sort_by(|a, b| a.0.total_cmp(&b.0));
-            for (q, v) in &quantiles {
-                write_sample(buf, fam, "", s, Some(("quantile", *q)));
-                write_float(buf, *v);
-                buf.push(b'\n');
+    let name = fam.name().as_bytes();
+    let style = fam.style();
+    for_each_sample(fam, s, at, |sample| {
+        buf.extend_from_slice(name);
+        buf.extend_from_slice(sample.suffix.as_bytes());
+        write_labels(buf, s.labels(), sample.bound, style);
+        buf.push(b' ');
+        match sample.value {
+            SampleValue::Float(v) => write_float(buf, v),
+            SampleValue::Count(c) => {
+                let _ = write!(buf, "{c}");
             }
-            write_sample(buf, fam, "_sum", s, None);
-            write_float(buf, snap.sum);
-            buf.push(b'\n');
-            write_sample(buf, fam, "_count", s, None);
-            let _ = writeln!(buf, "{}", snap.count);
         }
-        FamilyType::Histogram => {
-            let Some((bounds, cumulative, sum)) = s.histogram_snapshot() else {
-                return;
-            };
-            for (i, c) in cumulative.iter().enumerate() {
-                let le = bounds.get(i).copied().unwrap_or(f64::INFINITY);
-                write_sample(buf, fam, "_bucket", s, Some(("le", le)));
-                let _ = writeln!(buf, "{c}");
-            }
-            write_sample(buf, fam, "_sum", s, None);
-            write_float(buf, sum);
-            buf.push(b'\n');
-            write_sample(buf, fam, "_count", s, None);
-            let _ = writeln!(buf, "{}", cumulative.last().copied().unwrap_or(0));
-        }
-    }
+        buf.push(b'\n');
+    });
 }
 
 /// Writes `v` as Go's `strconv.FormatFloat(v, 'g', -1, 64)` does (client_golang's format):
 /// shortest round-trip digits, and exponent form when the decimal exponent is below -4 or
 /// at least 6 (`1e+06`, `123456`, `1e-05`, `0.0001`). Dashboards parse either form, but
 /// byte-identical output makes a side-by-side migration diffable.
-fn write_float(buf: &mut Vec<u8>, v: f64) {
+pub(crate) fn write_float(buf: &mut Vec<u8>, v: f64) {
     if v.is_nan() {
         buf.extend_from_slice(b"NaN");
         return;

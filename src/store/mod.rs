@@ -180,8 +180,8 @@ impl Family {
     /// Visits every series in label order, `chunk` at a time: the family's lock is held
     /// for one chunk and released before the next, so creators are never blocked for a
     /// whole large family. A series created during the walk shows if it sorts after the
-    /// current position.
-    pub fn for_each_series(&self, chunk: usize, mut f: impl FnMut(&Series)) {
+    /// current position. `f` gets the handle, so a caller may keep a series past the walk.
+    pub fn for_each_series(&self, chunk: usize, mut f: impl FnMut(&SeriesRef)) {
         let chunk = chunk.max(1);
         let mut last: Option<Labels> = None;
         // Grown on demand: most families hold one series, and a scrape visits them all.

@@ -169,6 +169,20 @@ families! { RECORDED:
         "The number of series currently held.";
     SERIES_EXPIRED: Counter "statsgate_series_expired_total" []
         "Series removed because their TTL ran out.";
+    REMOTE_WRITE_SAMPLES: Counter "statsgate_remote_write_samples_total" ["url"]
+        "Samples a remote_write receiver accepted.";
+    REMOTE_WRITE_FAILED_SAMPLES: Counter "statsgate_remote_write_failed_samples_total" ["reason", "url"]
+        "Samples dropped without reaching a remote_write receiver, by reason.";
+    REMOTE_WRITE_RETRIES: Counter "statsgate_remote_write_retries_total" ["url"]
+        "remote_write requests retried after a 5xx, a 429, a timeout or a connection error.";
+    REMOTE_WRITE_SENT_BYTES: Counter "statsgate_remote_write_sent_bytes_total" ["url"]
+        "Compressed request bytes a remote_write receiver accepted.";
+    REMOTE_WRITE_QUEUE_LENGTH: Gauge "statsgate_remote_write_queue_length" ["url"]
+        "Samples waiting in a remote_write queue or in flight.";
+    REMOTE_WRITE_LAST_SUCCESS: Gauge "statsgate_remote_write_last_success_timestamp_seconds" ["url"]
+        "Unix time of the last request a remote_write receiver accepted.";
+    REMOTE_WRITE_SNAPSHOT_SECONDS: Gauge "statsgate_remote_write_snapshot_seconds" []
+        "How long the last remote_write snapshot (walk, encode, compress) took.";
     HTTP_CONNECTIONS_REFUSED: Counter "statsgate_http_connections_refused_total" []
         "HTTP connections closed at accept: --web.max-connections were open, all serving a request.";
     HTTP_CONNECTIONS_CLOSED: Counter "statsgate_http_connections_closed_total" ["reason"]

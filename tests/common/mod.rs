@@ -2,6 +2,8 @@
 //! ephemeral ports, sends statsd over real sockets, scrapes over real HTTP.
 #![allow(dead_code)]
 
+pub mod receivers;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
