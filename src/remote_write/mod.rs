@@ -41,7 +41,7 @@ use snapshot::Snapshotter;
 use crate::store::Store;
 use crate::telemetry::{Telemetry, catalog};
 
-/// How the push behaves; [`RemoteWriteFlags::options`] builds it from the command line.
+/// How the push behaves; [`crate::cli::RemoteWriteFlags::options`] builds it from the command line.
 #[derive(Clone, Debug)]
 pub struct RemoteWriteOptions {
     /// One entry per receiver; each gets its own queue and sender.
