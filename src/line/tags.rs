@@ -17,7 +17,7 @@ use super::grammar::{PResult, split_each, text_of};
 use super::{Dialects, TagCounts, Tags};
 use crate::mapping::naming::escape_metric_name;
 use nom::Parser;
-use nom::bytes::complete::{take, take_till, take_till1};
+use nom::bytes::complete::{take, take_till, take_till1, take_until};
 use nom::character::complete::char;
 use nom::combinator::{iterator, opt, rest, verify};
 use nom::sequence::{delimited, preceded, separated_pair, terminated};
@@ -89,11 +89,8 @@ fn signalfx_block(name: &[u8]) -> Brackets<'_> {
     if from_bracket.is_empty() {
         return Brackets::None;
     }
-    let block: PResult<'_, (&[u8], &[u8])> = (
-        delimited(char('['), till_either(b']', b']'), char(']')),
-        rest,
-    )
-        .parse(from_bracket);
+    let block: PResult<'_, (&[u8], &[u8])> =
+        (delimited(char('['), take_until("]"), char(']')), rest).parse(from_bracket);
     match block {
         Ok((_, (list, tail))) => Brackets::Block(head, list, tail),
         // statsd_exporter would slice `name[open+1:close]` out of bounds and panic on a
