@@ -15,11 +15,22 @@ use metrics::Counter;
 
 use crate::line::StatType;
 use crate::mapping::Action;
-use crate::store::SeriesRef;
+use crate::store::{SeriesRef, Store};
 
-/// Upper bound on remembered keys per worker; beyond it the worker starts afresh, so a
-/// flood of distinct names cannot grow memory without bound.
+use super::limits::{DropReason, ValueError};
+
+/// Upper bounds on remembered keys per worker, in number and in key bytes; beyond either the
+/// worker starts afresh, so a flood of distinct names cannot grow memory without bound. The
+/// count matches the default `--statsd.max-series`, so a worker that sees every series of a
+/// full store keeps them all.
 const MAX_ENTRIES: usize = 1 << 20;
+const MAX_KEY_BYTES: usize = 256 << 20;
+
+/// Bounds on remembered keys that lead to no series (drops, conflicts, limits). A flood of
+/// new names beyond a limit makes one such key per line; when these bounds are reached only
+/// those keys are forgotten, so the series a worker updates keep their handles.
+const MAX_NEGATIVE_ENTRIES: usize = 1 << 16;
+const MAX_NEGATIVE_KEY_BYTES: usize = 16 << 20;
 
 /// The first key byte of a line shape; identities use their kind index (0..=2).
 pub(super) const SHAPE_TAG: u8 = 3;
@@ -33,6 +44,15 @@ pub(super) enum Outcome {
     Dropped,
     /// The series cannot be created: count the event against `counter`.
     Failed { counter: Counter },
+    /// A limit refused the series: count the event under `reason`. With a `room_epoch`
+    /// (a store limit), the key is resolved again once the store's epoch has moved on.
+    Limited {
+        reason: DropReason,
+        room_epoch: Option<u64>,
+    },
+    /// The first event's value was refused before the series existed, so none was created:
+    /// count it. Never cached, so the next event of the key resolves afresh.
+    BadValue(ValueError),
 }
 
 /// What resolving a key decided, replayed for each later event.
@@ -46,10 +66,23 @@ pub(super) struct Resolution {
 }
 
 impl Resolution {
-    /// The series expired since: resolve again.
+    /// The series expired since, or the store has made room since a limit refused it:
+    /// resolve again.
     #[inline]
-    pub(super) fn is_stale(&self) -> bool {
-        matches!(&self.outcome, Outcome::Series { series, .. } if series.is_dead())
+    pub(super) fn is_stale(&self, store: &Store) -> bool {
+        match &self.outcome {
+            Outcome::Series { series, .. } => series.is_dead(),
+            Outcome::Limited {
+                room_epoch: Some(epoch),
+                ..
+            } => store.room_epoch() != *epoch,
+            _ => false,
+        }
+    }
+
+    /// Whether the key leads to a series (worth keeping over keys that lead nowhere).
+    fn is_positive(&self) -> bool {
+        matches!(self.outcome, Outcome::Series { .. })
     }
 }
 
@@ -115,6 +148,9 @@ impl Key<'_> {
 pub(super) struct HandleTable {
     table: HashTable<Entry>,
     hasher: foldhash::fast::RandomState,
+    key_bytes: usize,
+    negative_entries: usize,
+    negative_key_bytes: usize,
 }
 
 impl HandleTable {
@@ -148,18 +184,44 @@ impl HandleTable {
             .table
             .find_entry(hash, |e| e.hash == hash && key.matches(&e.key))
         {
-            old.remove();
+            let (old, _) = old.remove();
+            self.forget(&old);
         }
-        if self.table.len() >= MAX_ENTRIES {
-            self.table.clear();
+        let key = key.to_boxed();
+        let positive = res.is_positive();
+        if !positive
+            && (self.negative_entries >= MAX_NEGATIVE_ENTRIES
+                || self.negative_key_bytes + key.len() > MAX_NEGATIVE_KEY_BYTES)
+        {
+            self.table.retain(|e| e.res.is_positive());
+            self.key_bytes -= self.negative_key_bytes;
+            self.negative_entries = 0;
+            self.negative_key_bytes = 0;
+        }
+        if self.table.len() >= MAX_ENTRIES || self.key_bytes + key.len() > MAX_KEY_BYTES {
+            self.clear();
+        }
+        self.key_bytes += key.len();
+        if !positive {
+            self.negative_entries += 1;
+            self.negative_key_bytes += key.len();
         }
         let entry = Entry {
-            key: key.to_boxed(),
+            key,
             hash,
             res,
             replay,
         };
         self.table.insert_unique(hash, entry, |e| e.hash).into_mut()
+    }
+
+    /// Takes a removed entry out of the tallies.
+    fn forget(&mut self, e: &Entry) {
+        self.key_bytes -= e.key.len();
+        if !e.res.is_positive() {
+            self.negative_entries -= 1;
+            self.negative_key_bytes -= e.key.len();
+        }
     }
 
     #[cfg(test)]
@@ -169,5 +231,8 @@ impl HandleTable {
 
     pub(super) fn clear(&mut self) {
         self.table.clear();
+        self.key_bytes = 0;
+        self.negative_entries = 0;
+        self.negative_key_bytes = 0;
     }
 }
