@@ -15,7 +15,7 @@ use crate::mapping::{Action, Mapper, Profile};
 use crate::store::{ObserverOptions, ResolveError, SeriesKind, SeriesSpec, Store, TextStyle};
 use crate::telemetry::{CONFLICT_NAMES, catalog};
 
-use super::handles::{Outcome, Resolution};
+use super::handles::{NO_RETRY, Outcome, Resolution};
 use super::limits::{DropReason, SampleLimits, checked_value};
 
 /// What a first sight decided, and why the identity cannot be stored when it cannot (for a
@@ -121,7 +121,7 @@ pub(super) fn resolve(
     let limited = |mut resolution: Resolution, reason, what: String| {
         resolution.outcome = Outcome::Limited {
             reason,
-            room_epoch: None,
+            room_epoch: NO_RETRY,
         };
         Resolved {
             resolution,
@@ -258,10 +258,7 @@ pub(super) fn resolve(
                 ResolveError::SeriesLimit { .. } => DropReason::MaxSeries,
                 _ => DropReason::MaxSeriesPerMetric,
             };
-            resolution.outcome = Outcome::Limited {
-                reason,
-                room_epoch: Some(room_epoch),
-            };
+            resolution.outcome = Outcome::Limited { reason, room_epoch };
             done(resolution, Some(e.to_string()))
         }
         Err(e) => {

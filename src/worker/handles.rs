@@ -19,21 +19,26 @@ use crate::store::{SeriesRef, Store};
 
 use super::limits::{DropReason, ValueError};
 
-/// Upper bounds on remembered keys per worker, in number and in key bytes; beyond either the
-/// worker starts afresh, so a flood of distinct names cannot grow memory without bound. The
-/// count matches the default `--statsd.max-series`, so a worker that sees every series of a
-/// full store keeps them all.
+/// Upper bounds on remembered keys that lead to a series, per worker, in number and in key
+/// bytes; beyond either the worker starts afresh, so a flood of distinct names cannot grow
+/// memory without bound. The count matches the default `--statsd.max-series`, so a worker
+/// that sees every series of a full store keeps them all.
 const MAX_ENTRIES: usize = 1 << 20;
 const MAX_KEY_BYTES: usize = 256 << 20;
 
 /// Bounds on remembered keys that lead to no series (drops, conflicts, limits). A flood of
-/// new names beyond a limit makes one such key per line; when these bounds are reached only
-/// those keys are forgotten, so the series a worker updates keep their handles.
-const MAX_NEGATIVE_ENTRIES: usize = 1 << 16;
-const MAX_NEGATIVE_KEY_BYTES: usize = 16 << 20;
+/// new names beyond a limit makes one such key per line, so they live in a table of their
+/// own, small and forgotten wholesale when full: the table of series handles neither grows
+/// nor loses its entries because of them.
+const MAX_NEGATIVE_ENTRIES: usize = 1 << 14;
+const MAX_NEGATIVE_KEY_BYTES: usize = 4 << 20;
 
 /// The first key byte of a line shape; identities use their kind index (0..=2).
 pub(super) const SHAPE_TAG: u8 = 3;
+
+/// The `room_epoch` of a refusal no room can lift (a size limit). The store's epoch moves
+/// at most once per expiry pass, so it never gets there.
+pub(super) const NO_RETRY: u64 = u64::MAX;
 
 /// Where a key's events go.
 #[derive(Debug, Clone)]
@@ -44,12 +49,10 @@ pub(super) enum Outcome {
     Dropped,
     /// The series cannot be created: count the event against `counter`.
     Failed { counter: Counter },
-    /// A limit refused the series: count the event under `reason`. With a `room_epoch`
-    /// (a store limit), the key is resolved again once the store's epoch has moved on.
-    Limited {
-        reason: DropReason,
-        room_epoch: Option<u64>,
-    },
+    /// A limit refused the series: count the event under `reason`. After a store limit,
+    /// `room_epoch` is the store's [`Store::room_epoch`] when it refused, and the key is
+    /// resolved again once that has moved on; after a size limit it is [`NO_RETRY`].
+    Limited { reason: DropReason, room_epoch: u64 },
     /// The first event's value was refused before the series existed, so none was created:
     /// count it. Never cached, so the next event of the key resolves afresh.
     BadValue(ValueError),
@@ -72,10 +75,9 @@ impl Resolution {
     pub(super) fn is_stale(&self, store: &Store) -> bool {
         match &self.outcome {
             Outcome::Series { series, .. } => series.is_dead(),
-            Outcome::Limited {
-                room_epoch: Some(epoch),
-                ..
-            } => store.room_epoch() != *epoch,
+            Outcome::Limited { room_epoch, .. } => {
+                *room_epoch != NO_RETRY && store.room_epoch() != *room_epoch
+            }
             _ => false,
         }
     }
@@ -142,15 +144,55 @@ impl Key<'_> {
     }
 }
 
-/// Every key a worker has resolved, with its resolution. Seeded hashing: keys come from
-/// the network.
+/// One table of keys and its key bytes.
+#[derive(Debug, Default)]
+struct Keys {
+    table: HashTable<Entry>,
+    bytes: usize,
+}
+
+impl Keys {
+    #[inline]
+    fn get(&self, hash: u64, key: Key<'_>) -> Option<&Entry> {
+        self.table
+            .find(hash, |e| e.hash == hash && key.matches(&e.key))
+    }
+
+    fn remove(&mut self, hash: u64, key: Key<'_>) {
+        if let Ok(old) = self
+            .table
+            .find_entry(hash, |e| e.hash == hash && key.matches(&e.key))
+        {
+            let (old, _) = old.remove();
+            self.bytes -= old.key.len();
+        }
+    }
+
+    /// Inserts a new entry, first forgetting everything if the table is at a bound.
+    fn insert(&mut self, entry: Entry, max_entries: usize, max_bytes: usize) -> &Entry {
+        if self.table.len() >= max_entries || self.bytes + entry.key.len() > max_bytes {
+            self.clear();
+        }
+        self.bytes += entry.key.len();
+        self.table
+            .insert_unique(entry.hash, entry, |e| e.hash)
+            .into_mut()
+    }
+
+    fn clear(&mut self) {
+        self.table.clear();
+        self.bytes = 0;
+    }
+}
+
+/// Every key a worker has resolved, with its resolution: keys that lead to a series in
+/// one table, keys that lead nowhere in another, each bounded. Seeded hashing: keys come
+/// from the network.
 #[derive(Debug, Default)]
 pub(super) struct HandleTable {
-    table: HashTable<Entry>,
+    positive: Keys,
+    negative: Keys,
     hasher: foldhash::fast::RandomState,
-    key_bytes: usize,
-    negative_entries: usize,
-    negative_key_bytes: usize,
 }
 
 impl HandleTable {
@@ -166,10 +208,13 @@ impl HandleTable {
         h.finish()
     }
 
+    /// The entry for `key`; a key that leads to a series is found with one probe.
     #[inline]
     pub(super) fn get(&self, hash: u64, key: Key<'_>) -> Option<&Entry> {
-        self.table
-            .find(hash, |e| e.hash == hash && key.matches(&e.key))
+        match self.positive.get(hash, key) {
+            Some(e) => Some(e),
+            None => self.negative.get(hash, key),
+        }
     }
 
     /// Inserts or replaces the entry for `key`.
@@ -180,59 +225,46 @@ impl HandleTable {
         res: Resolution,
         replay: Option<Replay>,
     ) -> &Entry {
-        if let Ok(old) = self
-            .table
-            .find_entry(hash, |e| e.hash == hash && key.matches(&e.key))
-        {
-            let (old, _) = old.remove();
-            self.forget(&old);
-        }
-        let key = key.to_boxed();
+        self.positive.remove(hash, key);
+        self.negative.remove(hash, key);
         let positive = res.is_positive();
-        if !positive
-            && (self.negative_entries >= MAX_NEGATIVE_ENTRIES
-                || self.negative_key_bytes + key.len() > MAX_NEGATIVE_KEY_BYTES)
-        {
-            self.table.retain(|e| e.res.is_positive());
-            self.key_bytes -= self.negative_key_bytes;
-            self.negative_entries = 0;
-            self.negative_key_bytes = 0;
-        }
-        if self.table.len() >= MAX_ENTRIES || self.key_bytes + key.len() > MAX_KEY_BYTES {
-            self.clear();
-        }
-        self.key_bytes += key.len();
-        if !positive {
-            self.negative_entries += 1;
-            self.negative_key_bytes += key.len();
-        }
         let entry = Entry {
-            key,
+            key: key.to_boxed(),
             hash,
             res,
             replay,
         };
-        self.table.insert_unique(hash, entry, |e| e.hash).into_mut()
-    }
-
-    /// Takes a removed entry out of the tallies.
-    fn forget(&mut self, e: &Entry) {
-        self.key_bytes -= e.key.len();
-        if !e.res.is_positive() {
-            self.negative_entries -= 1;
-            self.negative_key_bytes -= e.key.len();
+        if positive {
+            self.positive.insert(entry, MAX_ENTRIES, MAX_KEY_BYTES)
+        } else {
+            self.negative
+                .insert(entry, MAX_NEGATIVE_ENTRIES, MAX_NEGATIVE_KEY_BYTES)
         }
     }
 
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
-        self.table.len()
+        self.positive.table.len() + self.negative.table.len()
     }
 
     pub(super) fn clear(&mut self) {
-        self.table.clear();
-        self.key_bytes = 0;
-        self.negative_entries = 0;
-        self.negative_key_bytes = 0;
+        self.positive.clear();
+        self.negative.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_stays_small() {
+        // Every line probes an entry: a refusal outcome must not make it bigger than a
+        // series handle's.
+        assert!(
+            std::mem::size_of::<Entry>() <= 88,
+            "{}",
+            std::mem::size_of::<Entry>()
+        );
     }
 }
