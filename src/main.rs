@@ -119,14 +119,15 @@ fn run(flags: Flags) -> Result<()> {
     let mapper = Arc::new(load_mapper()?);
     let store = Arc::new(Store::new(StoreOptions {
         reserved_names: telemetry::reserved_names(),
-        ..Default::default()
+        ..flags.store_options()
     }));
     let workers = Workers::new(
         store.clone(),
         mapper.clone(),
         flags.dialects(),
         flags.profile()?,
-    );
+    )
+    .with_limits(flags.sample_limits());
     if let Some(target) = &relay {
         info!(target = %target.label, "relaying every received line");
     }

@@ -13,6 +13,8 @@ use clap::{ArgAction, Parser, ValueEnum};
 use crate::ingest::TcpOptions;
 use crate::line::Dialects;
 use crate::mapping::{CacheKind, CacheOptions, Profile, ProfileError, parse_go_duration};
+use crate::store::{DEFAULT_MAX_SERIES, DEFAULT_MAX_SERIES_PER_METRIC, StoreOptions};
+use crate::worker::SampleLimits;
 
 mod remote_write;
 
@@ -262,6 +264,26 @@ pub struct Flags {
     #[arg(long = "statsd.udp-sockets", default_value = "0", value_name = "N")]
     pub statsd_udp_sockets: usize,
 
+    /// Maximum number of series, all metrics together; events for a new series beyond it are dropped and counted, existing series keep updating (0 = no limit).
+    #[arg(long = "statsd.max-series", default_value_t = DEFAULT_MAX_SERIES, value_name = "N")]
+    pub statsd_max_series: usize,
+
+    /// Maximum number of series of one metric name (0 = no limit).
+    #[arg(long = "statsd.max-series-per-metric", default_value_t = DEFAULT_MAX_SERIES_PER_METRIC, value_name = "N")]
+    pub statsd_max_series_per_metric: usize,
+
+    /// Maximum number of tags on one line (0 = no limit); a line with more is dropped and counted.
+    #[arg(long = "statsd.max-tags-per-line", default_value_t = SampleLimits::DEFAULT_MAX_TAGS_PER_LINE, value_name = "N")]
+    pub statsd_max_tags_per_line: usize,
+
+    /// Maximum length of a label value in bytes (0 = no limit); an event with a longer one is dropped and counted.
+    #[arg(long = "statsd.max-label-value-length", default_value_t = SampleLimits::DEFAULT_MAX_LABEL_VALUE_LENGTH, value_name = "BYTES")]
+    pub statsd_max_label_value_length: usize,
+
+    /// Maximum length of a metric name (as sent and as exposed) and of a label name, in bytes (0 = no limit); an event with a longer one is dropped and counted.
+    #[arg(long = "statsd.max-metric-name-length", default_value_t = SampleLimits::DEFAULT_MAX_METRIC_NAME_LENGTH, value_name = "BYTES")]
+    pub statsd_max_metric_name_length: usize,
+
     /// Parse DogStatsD style tags.
     #[arg(long = "statsd.parse-dogstatsd-tags", action = ArgAction::Set, num_args = 0..=1, default_value = "true", default_missing_value = "true", value_name = "BOOL")]
     pub parse_dogstatsd_tags: bool,
@@ -403,6 +425,25 @@ impl Flags {
         }
     }
 
+    /// The store's series limits (`--statsd.max-series`, `--statsd.max-series-per-metric`).
+    pub fn store_options(&self) -> StoreOptions {
+        StoreOptions {
+            max_series: self.statsd_max_series,
+            max_series_per_metric: self.statsd_max_series_per_metric,
+            ..StoreOptions::default()
+        }
+    }
+
+    /// The per-sample limits (`--statsd.max-tags-per-line`, `--statsd.max-label-value-length`,
+    /// `--statsd.max-metric-name-length`).
+    pub fn sample_limits(&self) -> SampleLimits {
+        SampleLimits {
+            max_tags_per_line: self.statsd_max_tags_per_line,
+            max_label_value_length: self.statsd_max_label_value_length,
+            max_metric_name_length: self.statsd_max_metric_name_length,
+        }
+    }
+
     /// UDP receive threads (`--statsd.udp-sockets`), 0 meaning one per CPU.
     pub fn udp_sockets(&self) -> usize {
         match self.statsd_udp_sockets {
@@ -481,6 +522,36 @@ mod tests {
         );
         assert!(parse(&["--statsd.tcp-idle-timeout=soon"]).is_err());
         assert!(parse(&["--statsd.tcp-max-connections=-1"]).is_err());
+    }
+
+    #[test]
+    fn limits_default_to_the_documented_values_and_zero_turns_them_off() {
+        let f = parse(&[]).unwrap();
+        let store = f.store_options();
+        assert_eq!(
+            (store.max_series, store.max_series_per_metric),
+            (1_000_000, 100_000)
+        );
+        assert_eq!(f.sample_limits(), SampleLimits::default());
+        assert_eq!(
+            (
+                f.sample_limits().max_tags_per_line,
+                f.sample_limits().max_label_value_length,
+                f.sample_limits().max_metric_name_length
+            ),
+            (64, 2048, 1024)
+        );
+        let f = parse(&[
+            "--statsd.max-series=0",
+            "--statsd.max-series-per-metric=0",
+            "--statsd.max-tags-per-line=0",
+            "--statsd.max-label-value-length=0",
+            "--statsd.max-metric-name-length=0",
+        ])
+        .unwrap();
+        assert_eq!(f.store_options().max_series, 0);
+        assert_eq!(f.sample_limits(), SampleLimits::UNLIMITED);
+        assert!(parse(&["--statsd.max-series=-1"]).is_err());
     }
 
     #[test]

@@ -457,6 +457,14 @@ fn emit_sample<'a>(
         counters.tag_errors += dogstatsd_errors(ctx, Some(components));
         return false;
     };
+    if stat_type.kind() == EventKind::Observer && repeat == 0 {
+        // A rate above 1, negative, NaN, or so small that Go's `int(1/rate)` overflows:
+        // statsd_exporter emits no event and counts nothing; counting it here makes the
+        // silent loss visible, and no series is created for a sample with no event.
+        counters.record(SampleError::InvalidSampleFactor);
+        counters.tag_errors += dogstatsd_errors(ctx, Some(components));
+        return false;
+    }
     on_sample(Sample {
         metric: ctx.metric.clone(),
         stat_type,
@@ -637,12 +645,31 @@ mod tests {
         let t = one("foo:0.5|ms|@0.1");
         assert_eq!((t.value, t.repeat), (0.0005, 10));
         assert_eq!(one("foo:1|h|@0.3").repeat, 3, "int(1/0.3) truncates");
-        assert_eq!(one("foo:1|d|@2").repeat, 0, "rate above 1 observes nothing");
-        assert_eq!(one("foo:1|d|@-1").repeat, 0);
         assert_eq!(one("foo:1|ms|@0").repeat, 1, "rate 0 means 1");
-        assert_eq!(one("foo:1|ms|@1e-300").repeat, 0, "Go amd64 int overflow");
         assert_eq!(one("foo:1|ms|@1e-12").repeat, u32::MAX, "saturates");
-        assert_eq!(one("foo:1|ms|@nan").repeat, 0);
+    }
+
+    /// statsd_exporter emits no event for these (Go's `int(1/rate)` is 0 or, on amd64,
+    /// int64's minimum) and counts nothing; statsgate counts `invalid_sample_factor`.
+    #[test]
+    fn observer_rates_that_observe_nothing_are_counted_and_dropped() {
+        for line in [
+            "foo:1|d|@2",
+            "foo:1|d|@-1",
+            "foo:1|ms|@1e-300",
+            "foo:1|ms|@nan",
+            "foo:1|h|@+Inf",
+        ] {
+            rejected(line, SampleError::InvalidSampleFactor, 1);
+        }
+        // Tags read before the drop are counted, as no decode will see them.
+        let (got, c) = parse("foo:1|ms|@5|#,k:v");
+        assert!(got.is_empty());
+        assert_eq!(c, counters(1, &[(SampleError::InvalidSampleFactor, 1)], 1));
+        // Counters and gauges keep statsd_exporter's arithmetic.
+        assert!((one("foo:1|c|@2").value - 0.5).abs() < 1e-12);
+        assert_eq!(one("foo:1|c|@-1").value, -1.0);
+        assert_eq!(one("foo:1|g|@5").value, 1.0);
     }
 
     #[test]
@@ -655,8 +682,9 @@ mod tests {
         let (got, c) = parse("foo:5|c|@1e400");
         assert_eq!(got[0].value, 0.0);
         assert_eq!(c.errors[SampleError::InvalidSampleFactor.index()], 1);
-        let (got, _) = parse("foo:5|ms|@1e400");
-        assert_eq!(got[0].repeat, 0);
+        let (got, c) = parse("foo:5|ms|@1e400");
+        assert!(got.is_empty(), "rate +Inf observes nothing");
+        assert_eq!(c.errors[SampleError::InvalidSampleFactor.index()], 2);
     }
 
     #[test]

@@ -204,10 +204,11 @@ pub struct Sample<'a> {
     /// The value text began with `+` or `-` (relative gauge update).
     pub relative: bool,
     /// How many observations this sample stands for: `int(1/rate)` for observers sent with
-    /// `@rate`, else 1. May be 0 (a rate above 1 or below 0), in which case nothing is
-    /// observed. A rate so small that `1/rate` leaves int64 gives 0, as Go does on amd64;
-    /// counts above `u32::MAX` saturate, so callers should observe a large repeat as one
-    /// weighted observation rather than loop.
+    /// `@rate`, else 1. Never 0: an observer whose rate gives no observation (above 1,
+    /// negative, NaN, or so small that `1/rate` leaves int64, where Go on amd64 gets 0) is
+    /// not emitted but counted as `invalid_sample_factor`. Counts above `u32::MAX` saturate,
+    /// so callers should observe a large repeat as one weighted observation rather than
+    /// loop.
     pub repeat: u32,
     /// The sample rate the value was scaled by: the last `@rate` component after Go's
     /// rules (a bad rate falls back, 0 means 1), or 1 without one. Replaying a cached line
@@ -276,6 +277,19 @@ impl<'a> Tags<'a> {
     /// must overwrite an earlier one: that is the caller's job.
     pub fn decode(&self, f: impl FnMut(Cow<'a, str>, &'a str)) -> TagCounts {
         tags::decode(self, f)
+    }
+
+    /// [`decode`](Self::decode) for at most `max_tags` tags (valid or not, the container id
+    /// included), calling `f(raw_key, escaped_key, value)` so callers can tell a repeated tag
+    /// from two tags whose names escape alike. `None` as soon as the sample carries more
+    /// than `max_tags`: no tag beyond the limit is looked at, so a line with thousands of
+    /// tags costs no more than one at the limit.
+    pub fn decode_within(
+        &self,
+        max_tags: usize,
+        f: impl FnMut(&'a str, Cow<'a, str>, &'a str),
+    ) -> Option<TagCounts> {
+        tags::decode_within(self, max_tags, f)
     }
 }
 

@@ -180,30 +180,47 @@ pub(super) fn for_each_tag<'a>(
     list: &'a str,
     sep: u8,
     strip_hash: bool,
-    mut f: impl FnMut(&'a str, &'a str),
+    f: impl FnMut(&'a str, &'a str),
 ) -> TagCounts {
+    let mut unlimited = usize::MAX;
+    for_each_tag_within(list, sep, strip_hash, &mut unlimited, f).unwrap_or_default()
+}
+
+/// [`for_each_tag`] that spends one unit of `budget` per tag, valid or not, and stops with
+/// `None` at the first tag it cannot pay for: the rest of the list is never looked at.
+fn for_each_tag_within<'a>(
+    list: &'a str,
+    sep: u8,
+    strip_hash: bool,
+    budget: &mut usize,
+    mut f: impl FnMut(&'a str, &'a str),
+) -> Option<TagCounts> {
     let mut counts = TagCounts::default();
-    let mut one = |piece: &'a [u8]| match tag(piece, sep, strip_hash) {
-        Some((key, value)) => {
-            f(text_of(list, key), text_of(list, value));
-            counts.labels += 1;
+    let mut one = |piece: &'a [u8], budget: &mut usize| -> Option<()> {
+        *budget = budget.checked_sub(1)?;
+        match tag(piece, sep, strip_hash) {
+            Some((key, value)) => {
+                f(text_of(list, key), text_of(list, value));
+                counts.labels += 1;
+            }
+            None => counts.errors += 1,
         }
-        None => counts.errors += 1,
+        Some(())
     };
     let mut pieces = iterator(
         list.as_bytes(),
         terminated(take_till(|b| b == b','), char(',')),
     );
     for piece in &mut pieces {
-        one(piece);
+        one(piece, budget)?;
     }
     let last: PResult<'_, ()> = pieces.finish();
     if let Ok((last, ())) = last
         && !last.is_empty()
     {
-        one(last);
+        one(last, budget)?;
     }
-    counts
+    Some(counts)
 }
 
 fn add(total: &mut TagCounts, more: TagCounts) {
@@ -212,29 +229,48 @@ fn add(total: &mut TagCounts, more: TagCounts) {
 }
 
 pub(super) fn decode<'a>(tags: &Tags<'a>, mut f: impl FnMut(Cow<'a, str>, &'a str)) -> TagCounts {
+    decode_within(tags, usize::MAX, |_, k, v| f(k, v)).unwrap_or_default()
+}
+
+/// Decodes at most `max_tags` tags (valid or not, the container id included), calling
+/// `f(raw_key, escaped_key, value)` for each valid one; `None` as soon as there are more,
+/// having looked at no tag past the limit.
+pub(super) fn decode_within<'a>(
+    tags: &Tags<'a>,
+    max_tags: usize,
+    mut f: impl FnMut(&'a str, Cow<'a, str>, &'a str),
+) -> Option<TagCounts> {
+    let mut budget = max_tags;
     let split = split_name(tags.name_section, &tags.dialects);
     let mut counts = TagCounts {
         labels: 0,
         errors: u32::from(split.bad_bracket),
     };
     if let Some(list) = split.list {
-        add(
-            &mut counts,
-            for_each_tag(list, b'=', false, |k, v| f(escape_metric_name(k), v)),
-        );
+        let name_tags = for_each_tag_within(list, b'=', false, &mut budget, |k, v| {
+            f(k, escape_metric_name(k), v)
+        })?;
+        add(&mut counts, name_tags);
     }
 
     if let Some(section) = tags.dogstatsd {
-        let mut dog =
-            |list: &'a str| for_each_tag(list, b':', true, |k, v| f(escape_metric_name(k), v));
+        let mut dog = |list: &'a str, budget: &mut usize| {
+            for_each_tag_within(list, b':', true, budget, |k, v| {
+                f(k, escape_metric_name(k), v)
+            })
+        };
         if tags.dialects.dogstatsd_tags_last {
-            add(&mut counts, dog(section));
+            add(&mut counts, dog(section, &mut budget)?);
         } else {
             // The section runs from the first `#` component (its `#` already cut) to the end
             // of the last one; `tag_list *("|" ("#" tag_list | component))`, where the
             // components in between (`@rate`, `c:id`, `T...`) are skipped here.
             let mut first = true;
+            let mut over = false;
             split_each(section.as_bytes(), b'|', |piece| {
+                if over {
+                    return;
+                }
                 let list: PResult<'_, &[u8]> = if first {
                     Ok((b"", piece))
                 } else {
@@ -242,19 +278,26 @@ pub(super) fn decode<'a>(tags: &Tags<'a>, mut f: impl FnMut(Cow<'a, str>, &'a st
                 };
                 first = false;
                 if let Ok((_, list)) = list {
-                    add(&mut counts, dog(text_of(section, list)));
+                    match dog(text_of(section, list), &mut budget) {
+                        Some(more) => add(&mut counts, more),
+                        None => over = true,
+                    }
                 }
             });
+            if over {
+                return None;
+            }
         }
     }
     // Always last, whatever its place on the wire: the decode must be a function of
     // `Sample::identity`, which does not record where the container id sat. (Go's label map
     // lets whichever of `c:id` and a `#container_id:` tag comes later win.)
     if let Some(id) = tags.container_id {
-        f(Cow::Borrowed("container_id"), id);
+        budget.checked_sub(1)?;
+        f("container_id", Cow::Borrowed("container_id"), id);
         counts.labels += 1;
     }
-    counts
+    Some(counts)
 }
 
 #[cfg(test)]
@@ -427,6 +470,41 @@ mod tests {
             pairs(&[("a", "1"), ("b", "2"), ("container_id", "id")])
         );
         assert_eq!(counts.labels, 3);
+    }
+
+    #[test]
+    fn decode_within_stops_at_the_limit_and_hands_out_raw_keys() {
+        let t = tags("foo,a.b=1,c=2", Some("d-e:3|@0.5|#f:4"), Some("id"));
+        let mut raw = Vec::new();
+        let counts = decode_within(&t, 5, |r, k, v| raw.push(format!("{r}>{k}={v}")));
+        assert_eq!(
+            raw,
+            [
+                "a.b>a_b=1",
+                "c>c=2",
+                "d-e>d_e=3",
+                "f>f=4",
+                "container_id>container_id=id"
+            ]
+        );
+        assert_eq!(counts.map(|c| c.labels), Some(5));
+        for max in 0..5 {
+            let mut calls = 0;
+            assert_eq!(decode_within(&t, max, |_, _, _| calls += 1), None, "{max}");
+            assert!(calls <= max);
+        }
+        // Invalid tags count against the limit too.
+        let bad = tags("foo", Some(",,,,a:1"), None);
+        assert_eq!(decode_within(&bad, 4, |_, _, _| {}), None);
+    }
+
+    #[test]
+    fn a_huge_tag_list_costs_only_the_limit() {
+        let list = "k:v,".repeat(100_000);
+        let t = tags("foo", Some(&list), None);
+        let mut calls = 0;
+        assert_eq!(decode_within(&t, 64, |_, _, _| calls += 1), None);
+        assert_eq!(calls, 64);
     }
 
     #[test]

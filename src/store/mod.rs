@@ -1,4 +1,5 @@
-//! Sharded series storage: counters, gauges, histograms and summaries; TTL; conflicts.
+//! Sharded series storage: counters, gauges, histograms and summaries; TTL; conflicts;
+//! series limits.
 //!
 //! Layout: families are spread over shards by name hash, each shard a `RwLock` around a
 //! hash map; a family holds its series ordered by sorted labels (`index.rs`), so scrapes
@@ -11,6 +12,18 @@
 //! read one by one, so a concurrent observation may show in a bucket and not yet in the
 //! sum); families are visited one at a time, and a large family in chunks with its lock
 //! released in between, so a scrape never blocks series creation for long.
+//!
+//! Limits: [`StoreOptions::max_series`] bounds every series together and
+//! [`StoreOptions::max_series_per_metric`] the series of one family. A series is only ever
+//! refused at creation, so existing series keep updating exactly however full the store is.
+//! A slot of the global limit is reserved before a family is created, so a refused series
+//! leaves no empty family behind. When TTL expiry frees room, [`Store::room_epoch`] moves
+//! and holders of a refusal try again.
+//!
+//! Expiry never sorts and never waits for a scrape: a pass walks the shards, skips a family
+//! without TTL series at the cost of one load, and runs only once the earliest deadline it
+//! knows of has passed (at most every [`MIN_EXPIRY_PASS_INTERVAL_MS`]). The coarse clock
+//! ticks on a thread of its own, so a long pass cannot hold time still.
 
 pub mod clock;
 mod index;
@@ -121,6 +134,22 @@ pub enum ResolveError {
         /// The requested name.
         name: String,
     },
+    /// The store holds [`StoreOptions::max_series`] series already.
+    #[error("a new series of {name} is refused: the store holds its limit of {limit} series")]
+    SeriesLimit {
+        /// The requested name.
+        name: String,
+        /// The limit in force.
+        limit: usize,
+    },
+    /// The family holds [`StoreOptions::max_series_per_metric`] series already.
+    #[error("a new series of {name} is refused: the metric holds its limit of {limit} series")]
+    MetricSeriesLimit {
+        /// The requested name.
+        name: String,
+        /// The limit in force.
+        limit: usize,
+    },
 }
 
 /// The generic HELP text, statsd_exporter's wording so dashboards' tooltips stay the same.
@@ -137,6 +166,8 @@ pub struct Family {
     observer: Option<ObserverOptions>,
     style: TextStyle,
     series: RwLock<SeriesIndex>,
+    /// How many of its series have a TTL: expiry skips the family while this is 0.
+    ttl_series: AtomicUsize,
     /// Set when expiry removed the family from its shard; creators then retry.
     removed: AtomicBool,
 }
@@ -206,13 +237,34 @@ impl Family {
     }
 }
 
+/// The default of [`StoreOptions::max_series`] (`--statsd.max-series`): far above what a
+/// Prometheus target is scraped with comfortably (a 1M-series exposition is ~100 MB of
+/// text), and a bound of roughly 0.5–1 GB of memory when an attacker sends new names.
+pub const DEFAULT_MAX_SERIES: usize = 1_000_000;
+
+/// The default of [`StoreOptions::max_series_per_metric`] (`--statsd.max-series-per-metric`):
+/// a tenth of [`DEFAULT_MAX_SERIES`], so one metric whose tags explode (a user id as a tag)
+/// stops there and leaves room for new series of every other metric.
+pub const DEFAULT_MAX_SERIES_PER_METRIC: usize = 100_000;
+
+/// The shortest time between two expiry passes, so a store whose deadlines are spread
+/// evenly (a flood of names with a TTL) is walked twice a second rather than on every tick.
+/// A TTL therefore ends within `ttl + MIN_EXPIRY_PASS_INTERVAL_MS` + a clock tick + a pass.
+pub const MIN_EXPIRY_PASS_INTERVAL_MS: u64 = 500;
+
 /// How a [`Store`] is built.
 #[derive(Clone, Debug)]
 pub struct StoreOptions {
-    /// Number of shards for the family index (rounded up to a power of two).
+    /// Number of shards for the family index (rounded up to a power of two). Default 64.
     pub shards: usize,
-    /// Family names owned by the gateway's own telemetry.
+    /// Family names owned by the gateway's own telemetry. Default none.
     pub reserved_names: Vec<String>,
+    /// Most series held, all families together; 0 means no limit. Default
+    /// [`DEFAULT_MAX_SERIES`].
+    pub max_series: usize,
+    /// Most series of one family; 0 means no limit. Default
+    /// [`DEFAULT_MAX_SERIES_PER_METRIC`].
+    pub max_series_per_metric: usize,
 }
 
 impl Default for StoreOptions {
@@ -220,6 +272,45 @@ impl Default for StoreOptions {
         StoreOptions {
             shards: 64,
             reserved_names: Vec::new(),
+            max_series: DEFAULT_MAX_SERIES,
+            max_series_per_metric: DEFAULT_MAX_SERIES_PER_METRIC,
+        }
+    }
+}
+
+/// The family types in the order of [`Store`]'s per-type counts.
+const FAMILY_TYPES: [FamilyType; 4] = [
+    FamilyType::Counter,
+    FamilyType::Gauge,
+    FamilyType::Summary,
+    FamilyType::Histogram,
+];
+
+fn type_index(t: FamilyType) -> usize {
+    match t {
+        FamilyType::Counter => 0,
+        FamilyType::Gauge => 1,
+        FamilyType::Summary => 2,
+        FamilyType::Histogram => 3,
+    }
+}
+
+/// A reserved slot of the global series count, given back on drop unless a series took it.
+struct SeriesSlot<'a> {
+    count: &'a AtomicUsize,
+    taken: bool,
+}
+
+impl SeriesSlot<'_> {
+    fn take(mut self) {
+        self.taken = true;
+    }
+}
+
+impl Drop for SeriesSlot<'_> {
+    fn drop(&mut self) {
+        if !self.taken {
+            self.count.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -240,8 +331,18 @@ pub struct Store {
     sorted_families: Mutex<(u64, Arc<[Arc<Family>]>)>,
     clock: CoarseClock,
     reserved: HashSet<String>,
+    /// Live series plus slots reserved by creators in flight.
     series_count: AtomicUsize,
     ttl_series: AtomicUsize,
+    max_series: usize,
+    max_series_per_metric: usize,
+    /// Live families by type, in [`FAMILY_TYPES`] order.
+    families_by_type: [AtomicUsize; 4],
+    /// Bumped by every expiry pass that removed a series: room may have been made.
+    room_epoch: AtomicU64,
+    /// The earliest known coarse time after which some series may have expired
+    /// (`u64::MAX`: none known). Lowered by creators, recomputed by each pass.
+    next_expiry_ms: AtomicU64,
 }
 
 fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -275,6 +376,11 @@ impl Store {
             reserved: opts.reserved_names.into_iter().collect(),
             series_count: AtomicUsize::new(0),
             ttl_series: AtomicUsize::new(0),
+            max_series: opts.max_series,
+            max_series_per_metric: opts.max_series_per_metric,
+            families_by_type: Default::default(),
+            room_epoch: AtomicU64::new(0),
+            next_expiry_ms: AtomicU64::new(u64::MAX),
             families_generation: AtomicU64::new(1),
             sorted_families: Mutex::new((0, Arc::from(Vec::new()))),
         }
@@ -285,9 +391,39 @@ impl Store {
         &self.clock
     }
 
-    /// Number of live series.
+    /// Number of live series (plus, for an instant, series being created).
     pub fn series_count(&self) -> usize {
         self.series_count.load(Ordering::Relaxed)
+    }
+
+    /// Number of live families of type `t`.
+    pub fn family_count(&self, t: FamilyType) -> usize {
+        self.families_by_type[type_index(t)].load(Ordering::Relaxed)
+    }
+
+    /// Moves whenever expiry removed series, so a series refused by a limit may fit now.
+    /// Holders of a refusal compare it with the value read before they asked.
+    #[inline]
+    pub fn room_epoch(&self) -> u64 {
+        self.room_epoch.load(Ordering::Acquire)
+    }
+
+    /// Takes a slot of the global limit, or `None` when the store is full.
+    fn reserve_series(&self) -> Option<SeriesSlot<'_>> {
+        let count = &self.series_count;
+        if self.max_series == 0 {
+            count.fetch_add(1, Ordering::Relaxed);
+        } else {
+            count
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    (n < self.max_series).then_some(n + 1)
+                })
+                .ok()?;
+        }
+        Some(SeriesSlot {
+            count,
+            taken: false,
+        })
     }
 
     fn shard(&self, name: &str) -> &Shard {
@@ -299,7 +435,8 @@ impl Store {
         read(self.shard(name)).get(name).cloned()
     }
 
-    /// Finds the series for `spec`, creating it (and its family) if needed.
+    /// Finds the series for `spec`, creating it (and its family) if needed. A new series
+    /// beyond a limit is refused; an existing one is always found.
     pub fn resolve(&self, spec: &SeriesSpec<'_>) -> Result<SeriesRef, ResolveError> {
         let mut labels: Vec<(Box<str>, Box<str>)> = spec
             .labels
@@ -309,20 +446,34 @@ impl Store {
         labels.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let labels: Labels = labels.into();
         let want = spec.kind.family_type();
+        let conflict = |existing: FamilyType| ResolveError::Conflict {
+            name: spec.name.to_string(),
+            existing: existing.as_str(),
+        };
         // Retried only when expiry removes the family between lookup and insert.
         for _ in 0..8 {
-            let family = match self.family(spec.name) {
+            let found = self.family(spec.name);
+            if let Some(family) = &found {
+                if family.family_type != want {
+                    return Err(conflict(family.family_type));
+                }
+                if let Some(s) = read(&family.series).get(&labels) {
+                    return Ok(s.clone());
+                }
+            }
+            // Before the family exists: a refused series must leave nothing behind.
+            let slot = self
+                .reserve_series()
+                .ok_or_else(|| ResolveError::SeriesLimit {
+                    name: spec.name.to_string(),
+                    limit: self.max_series,
+                })?;
+            let family = match found {
                 Some(f) => f,
                 None => self.create_family(spec)?,
             };
             if family.family_type != want {
-                return Err(ResolveError::Conflict {
-                    name: spec.name.to_string(),
-                    existing: family.family_type.as_str(),
-                });
-            }
-            if let Some(s) = read(&family.series).get(&labels) {
-                return Ok(s.clone());
+                return Err(conflict(family.family_type));
             }
             let mut map = write(&family.series);
             if family.removed.load(Ordering::Acquire) {
@@ -331,11 +482,19 @@ impl Store {
             if let Some(s) = map.get(&labels) {
                 return Ok(s.clone());
             }
+            if self.max_series_per_metric > 0 && map.len() >= self.max_series_per_metric {
+                return Err(ResolveError::MetricSeriesLimit {
+                    name: spec.name.to_string(),
+                    limit: self.max_series_per_metric,
+                });
+            }
             let series = Arc::new(self.new_series(&family, labels.clone(), spec.ttl));
             map.insert(labels, series.clone());
-            self.series_count.fetch_add(1, Ordering::Relaxed);
-            if !spec.ttl.is_zero() {
+            slot.take();
+            if let Some(deadline) = series.deadline() {
                 self.ttl_series.fetch_add(1, Ordering::Relaxed);
+                family.ttl_series.fetch_add(1, Ordering::Relaxed);
+                self.next_expiry_ms.fetch_min(deadline, Ordering::Relaxed);
             }
             return Ok(series);
         }
@@ -440,10 +599,12 @@ impl Store {
             observer,
             style: spec.style,
             series: RwLock::new(SeriesIndex::default()),
+            ttl_series: AtomicUsize::new(0),
             removed: AtomicBool::new(false),
         });
         write(self.shard(spec.name)).insert(family.name.clone(), family.clone());
         self.families_generation.fetch_add(1, Ordering::Release);
+        self.families_by_type[type_index(t)].fetch_add(1, Ordering::Relaxed);
         Ok(family)
     }
 
@@ -472,119 +633,213 @@ impl Store {
 
     /// Removes every series whose TTL ran out (`last_update + ttl < now`, as
     /// statsd_exporter), and families left empty. Returns how many series expired. Costs
-    /// nothing while no series has a TTL.
+    /// nothing while no series has a TTL; otherwise one walk of the shards, in shard order
+    /// (no sort), looking into families that hold TTL series only.
     pub fn expire(&self) -> usize {
+        // Creators lower it during the pass; what survives the pass is folded in at the end.
+        self.next_expiry_ms.store(u64::MAX, Ordering::Relaxed);
         if self.ttl_series.load(Ordering::Relaxed) == 0 {
             return 0;
         }
         let now = self.clock.now_ms();
-        let expired = |s: &Series| {
-            let ttl = s.ttl_ms.load(Ordering::Relaxed);
-            ttl > 0 && s.last_update.load(Ordering::Relaxed).saturating_add(ttl) < now
-        };
+        let mut next = u64::MAX;
         let mut removed = 0;
-        for family in self.families().iter() {
-            let mut stale: Vec<Labels> = Vec::new();
-            read(&family.series).for_each(|k, s| {
-                if expired(s) {
-                    stale.push(k.clone());
+        let mut stale_families: Vec<Arc<Family>> = Vec::new();
+        for shard in self.shards.iter() {
+            {
+                // Held while the shard's families are looked at: it only delays the creation
+                // of a new family in this shard, never an update.
+                let map = read(shard);
+                for family in map.values() {
+                    if family.ttl_series.load(Ordering::Relaxed) == 0 {
+                        continue;
+                    }
+                    let mut stale = false;
+                    read(&family.series).for_each(|_, s| match s.deadline() {
+                        Some(d) if d < now => stale = true,
+                        Some(d) => next = next.min(d),
+                        None => {}
+                    });
+                    if stale {
+                        stale_families.push(family.clone());
+                    }
                 }
-            });
-            if stale.is_empty() {
-                continue;
             }
-            let mut map = write(&family.series);
-            for k in stale {
-                if let Some(s) = map.get(&k)
-                    && expired(s)
-                {
-                    s.dead.store(true, Ordering::Release);
-                    map.remove(&k);
-                    removed += 1;
-                    self.series_count.fetch_sub(1, Ordering::Relaxed);
-                    self.ttl_series.fetch_sub(1, Ordering::Relaxed);
-                }
+            for family in stale_families.drain(..) {
+                removed += self.remove_stale(&family, now);
             }
-            if map.is_empty() {
-                // Marked under the family lock, so a creator holding that lock either
-                // inserted before (map not empty) or sees the mark and retries.
-                family.removed.store(true, Ordering::Release);
-                drop(map);
-                let _guard = self.create_lock.lock().unwrap_or_else(|e| e.into_inner());
-                let mut shard = write(self.shard(&family.name));
-                if shard
-                    .get(&*family.name)
-                    .is_some_and(|f| Arc::ptr_eq(f, family))
-                {
-                    shard.remove(&*family.name);
-                    self.families_generation.fetch_add(1, Ordering::Release);
-                }
+        }
+        self.next_expiry_ms.fetch_min(next, Ordering::Relaxed);
+        if removed > 0 {
+            self.room_epoch.fetch_add(1, Ordering::Release);
+        }
+        removed
+    }
+
+    /// Removes `family`'s series that are expired at `now`, and the family when that empties
+    /// it. Returns how many series went.
+    fn remove_stale(&self, family: &Arc<Family>, now: u64) -> usize {
+        let expired = |s: &Series| s.deadline().is_some_and(|d| d < now);
+        let mut stale: Vec<Labels> = Vec::new();
+        read(&family.series).for_each(|k, s| {
+            if expired(s) {
+                stale.push(k.clone());
+            }
+        });
+        let mut removed = 0;
+        let mut map = write(&family.series);
+        for k in stale {
+            // Checked again under the write lock: an update may have come in between.
+            if let Some(s) = map.get(&k)
+                && expired(s)
+            {
+                s.dead.store(true, Ordering::Release);
+                map.remove(&k);
+                removed += 1;
+                self.series_count.fetch_sub(1, Ordering::Relaxed);
+                self.ttl_series.fetch_sub(1, Ordering::Relaxed);
+                family.ttl_series.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        if map.is_empty() {
+            // Marked under the family lock, so a creator holding that lock either
+            // inserted before (map not empty) or sees the mark and retries.
+            family.removed.store(true, Ordering::Release);
+            drop(map);
+            let _guard = self.create_lock.lock().unwrap_or_else(|e| e.into_inner());
+            let mut shard = write(self.shard(&family.name));
+            if shard
+                .get(&*family.name)
+                .is_some_and(|f| Arc::ptr_eq(f, family))
+            {
+                shard.remove(&*family.name);
+                self.families_generation.fetch_add(1, Ordering::Release);
+                self.families_by_type[type_index(family.family_type)]
+                    .fetch_sub(1, Ordering::Relaxed);
             }
         }
         removed
     }
+
+    /// True when a series may have expired since the last pass: the earliest deadline known
+    /// lies before `now`.
+    fn expiry_due(&self, now: u64) -> bool {
+        now > self.next_expiry_ms.load(Ordering::Relaxed)
+    }
 }
 
-/// The store's maintenance thread (`statsgate-maint`): keeps the coarse clock moving
-/// (every 100 ms) and, once a second (statsd_exporter's TTL ticker period), expires series
-/// and publishes `statsgate_series`, `statsgate_series_expired_total` and
-/// `statsd_exporter_metrics_total`. Dropping it stops and joins the thread.
+/// How often the coarse clock catches up with real time: the precision of TTLs and of
+/// summary windows.
+const CLOCK_TICK: Duration = Duration::from_millis(100);
+
+/// How often the maintenance thread looks whether an expiry pass is due.
+const MAINTENANCE_TICK: Duration = Duration::from_millis(100);
+
+/// How often `statsgate_series` and `statsd_exporter_metrics_total` are published (the period
+/// of statsd_exporter's TTL ticker).
+const PUBLISH_PERIOD_MS: u64 = 1000;
+
+/// The store's background threads: `statsgate-clock` keeps the coarse clock moving, and
+/// `statsgate-maint` expires series when a deadline has passed and publishes
+/// `statsgate_series`, `statsgate_series_expired_total` and `statsd_exporter_metrics_total`.
+/// Neither depends on scrapes. Dropping it stops and joins both.
 #[must_use = "dropping Maintenance stops it"]
 #[derive(Debug)]
 pub struct Maintenance {
     stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Maintenance {
-    /// Starts the thread for `store`.
+    /// Starts the threads for `store`.
     pub fn start(store: Arc<Store>) -> std::io::Result<Maintenance> {
         let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let stop = stop.clone();
-            std::thread::Builder::new()
-                .name("statsgate-maint".into())
-                .spawn(move || run_maintenance(&store, &stop))?
+        let mut maintenance = Maintenance {
+            stop: stop.clone(),
+            threads: Vec::new(),
         };
-        Ok(Maintenance {
-            stop,
-            thread: Some(thread),
-        })
+        let clock = {
+            let (store, stop) = (store.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("statsgate-clock".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(CLOCK_TICK);
+                        store.clock.tick();
+                    }
+                })?
+        };
+        maintenance.threads.push(clock);
+        let maint = std::thread::Builder::new()
+            .name("statsgate-maint".into())
+            .spawn(move || run_maintenance(&store, &stop))?;
+        maintenance.threads.push(maint);
+        Ok(maintenance)
     }
 }
 
 impl Drop for Maintenance {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take()
-            && thread.join().is_err()
-        {
-            tracing::error!("the store maintenance thread panicked");
+        for thread in self.threads.drain(..) {
+            if thread.join().is_err() {
+                tracing::error!("a store maintenance thread panicked");
+            }
         }
+    }
+}
+
+/// When the next expiry pass may run: once a deadline has passed, and not sooner than
+/// [`MIN_EXPIRY_PASS_INTERVAL_MS`] after the previous pass.
+#[derive(Debug, Default)]
+struct ExpirySchedule {
+    last_pass_ms: Option<u64>,
+}
+
+impl ExpirySchedule {
+    /// Runs a pass on `store` if one is due at the store's coarse time; returns how many
+    /// series expired.
+    fn run(&mut self, store: &Store) -> usize {
+        let now = store.clock.now_ms();
+        let rested = self
+            .last_pass_ms
+            .is_none_or(|last| now.saturating_sub(last) >= MIN_EXPIRY_PASS_INTERVAL_MS);
+        if !rested || !store.expiry_due(now) {
+            return 0;
+        }
+        self.last_pass_ms = Some(now);
+        let started = std::time::Instant::now();
+        let expired = store.expire();
+        if expired > 0 {
+            tracing::debug!(
+                expired,
+                series = store.series_count(),
+                took_ms = started.elapsed().as_millis() as u64,
+                "TTL expiry pass"
+            );
+        }
+        expired
     }
 }
 
 fn run_maintenance(store: &Store, stop: &AtomicBool) {
     let expired = catalog::SERIES_EXPIRED.counter([]);
     let series = catalog::SERIES.gauge([]);
-    let by_type = [
-        FamilyType::Counter,
-        FamilyType::Gauge,
-        FamilyType::Summary,
-        FamilyType::Histogram,
-    ]
-    .map(|t| (t, catalog::METRICS.gauge([t.as_str().into()])));
-    let mut ticks = 0u64;
+    let by_type = FAMILY_TYPES.map(|t| (t, catalog::METRICS.gauge([t.as_str().into()])));
+    let mut schedule = ExpirySchedule::default();
+    let mut last_publish: Option<u64> = None;
     while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(100));
-        store.clock.tick();
-        ticks += 1;
-        if ticks % 10 == 0 {
-            expired.increment(store.expire() as u64);
+        std::thread::sleep(MAINTENANCE_TICK);
+        let n = schedule.run(store);
+        if n > 0 {
+            expired.increment(n as u64);
+        }
+        let now = store.clock.now_ms();
+        if last_publish.is_none_or(|last| now.saturating_sub(last) >= PUBLISH_PERIOD_MS) {
+            last_publish = Some(now);
             series.set(store.series_count() as f64);
-            let families = store.families();
             for (t, g) in &by_type {
-                g.set(families.iter().filter(|f| f.family_type() == *t).count() as f64);
+                g.set(store.family_count(*t) as f64);
             }
         }
     }

@@ -39,6 +39,38 @@ impl AtomicF64 {
             }
         }
     }
+
+    /// Adds `v` unless the result would not be finite (an overflow past `f64::MAX`, or a
+    /// non-finite `v`); false, and nothing stored, when refused. A running total must never
+    /// become `+Inf` or NaN: no later update could bring it back.
+    #[inline]
+    pub(crate) fn add_finite(&self, v: f64) -> bool {
+        let mut cur = self.0.load(Ordering::Relaxed);
+        loop {
+            let next = f64::from_bits(cur) + v;
+            if !next.is_finite() {
+                return false;
+            }
+            match self.0.compare_exchange_weak(
+                cur,
+                next.to_bits(),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+}
+
+/// Adds `n` to a count, stopping at `u64::MAX` instead of wrapping to a small number.
+#[inline]
+pub(crate) fn saturating_add(count: &AtomicU64, n: u64) {
+    // A CAS loop costs the same locked instruction as `fetch_add` when uncontended.
+    let _ = count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+        Some(c.saturating_add(n))
+    });
 }
 
 /// A histogram's buckets: per-bucket (not cumulative) counts so an observation touches one
@@ -62,14 +94,18 @@ impl HistogramCell {
         }
     }
 
+    /// Observes finite `v` `n` times; false, and nothing recorded, when the sum would
+    /// leave the finite range.
     #[inline]
-    fn observe(&self, v: f64, n: u32) {
-        // Prometheus buckets are upper-inclusive: v lands in the first bound >= v. NaN
-        // lands in +Inf, as client_golang's search does.
+    fn observe(&self, v: f64, n: u32) -> bool {
+        // The sum first: a refused observation must not show in a bucket.
+        if !self.sum.add_finite(v * f64::from(n)) {
+            return false;
+        }
+        // Prometheus buckets are upper-inclusive: v lands in the first bound >= v.
         let idx = self.bounds.partition_point(|b| *b < v);
-        let idx = if v.is_nan() { self.bounds.len() } else { idx };
-        self.counts[idx].fetch_add(u64::from(n), Ordering::Relaxed);
-        self.sum.add(v * f64::from(n));
+        saturating_add(&self.counts[idx], u64::from(n));
+        true
     }
 
     /// Cumulative bucket counts (bounds order, then +Inf) and the sum.
@@ -170,6 +206,15 @@ impl Series {
         &self.labels
     }
 
+    /// The coarse time after which the series has expired, if it has a TTL.
+    #[inline]
+    pub(crate) fn deadline(&self) -> Option<u64> {
+        match self.ttl_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ttl => Some(self.last_update.load(Ordering::Relaxed).saturating_add(ttl)),
+        }
+    }
+
     /// True once TTL expiry removed the series; an update to it would be lost.
     #[inline]
     pub fn is_dead(&self) -> bool {
@@ -186,11 +231,13 @@ impl Series {
         }
     }
 
-    /// Adds to a counter. Negative increments are rejected by the caller.
+    /// Adds to a counter; false, and nothing stored, when the total would leave the finite
+    /// range (or the series is not a counter). Negative increments are refused by the caller.
     #[inline]
-    pub fn counter_add(&self, v: f64) {
-        if let SeriesValue::Counter(c) = &self.value {
-            c.add(v);
+    pub fn counter_add(&self, v: f64) -> bool {
+        match &self.value {
+            SeriesValue::Counter(c) => c.add_finite(v),
+            _ => false,
         }
     }
 
@@ -202,18 +249,23 @@ impl Series {
         }
     }
 
-    /// Observes `v` `n` times into a histogram or summary.
+    /// Observes `v` `n` times into a histogram or summary. False, and nothing recorded,
+    /// when `v` is not finite or the `_sum` would leave the finite range (or the series is
+    /// not an observer): a NaN or infinite `_sum` would stay so for the series' life.
     #[inline]
-    pub fn observe(&self, v: f64, n: u32, clock: &super::clock::CoarseClock, now: u64) {
+    pub fn observe(&self, v: f64, n: u32, clock: &super::clock::CoarseClock, now: u64) -> bool {
+        if !v.is_finite() {
+            return false;
+        }
         match &self.value {
             SeriesValue::Histogram(h) => h.observe(v, n),
             SeriesValue::Summary(s) => {
                 // A poisoned lock means a panic inside the estimator; keep serving with
                 // its state rather than losing the series.
                 let mut guard = s.lock().unwrap_or_else(|e| e.into_inner());
-                guard.observe(v, n, clock.instant_at(now));
+                guard.observe(v, n, clock.instant_at(now))
             }
-            SeriesValue::Counter(_) | SeriesValue::Gauge(_) => {}
+            SeriesValue::Counter(_) | SeriesValue::Gauge(_) => false,
         }
     }
 

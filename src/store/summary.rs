@@ -29,7 +29,10 @@
 //! * a zero `max_age`, `age_buckets` or `buf_cap` falls back to client_golang's default
 //!   (10 minutes, 5, 500), as `newSummary` does; objectives' quantiles and errors are clamped
 //!   into [0, 1] for the estimator (the snapshot reports the configured quantile);
-//! * with no objectives there are no streams at all: only `_sum` and `_count` are kept.
+//! * with no objectives there are no streams at all: only `_sum` and `_count` are kept;
+//! * a NaN or infinite observation, or one that would make `_sum` overflow, is refused
+//!   (client_golang records it and the series shows NaN or ±Inf for good); `_count`
+//!   saturates at `u64::MAX`.
 
 mod ckms;
 
@@ -78,7 +81,8 @@ pub struct SlidingSummary {
 pub struct SummarySnapshot {
     /// `(quantile, value)` in the objectives' order; the value is NaN when the window is empty.
     pub quantiles: Vec<(f64, f64)>,
-    /// The sum of all observations ever made (NaN once a NaN was observed).
+    /// The sum of all observations ever made (always finite: non-finite observations are
+    /// refused).
     pub sum: f64,
     /// The number of observations ever made.
     pub count: u64,
@@ -140,15 +144,21 @@ impl SlidingSummary {
 
     /// Records `value` `count` times (count may be 0 = no-op; statsd sampling sends e.g.
     /// count=10 for @0.1). O(1) amortised whatever `count` is; allocation-free once the
-    /// buffers have grown to their working size.
-    pub fn observe(&mut self, value: f64, count: u32, now: Instant) {
-        if count == 0 {
-            return;
+    /// buffers have grown to their working size. Returns false, recording nothing, when
+    /// `value` is not finite or `_sum` would leave the finite range: a NaN or infinite sum
+    /// (or a NaN in the quantile streams) would stay for the series' life.
+    pub fn observe(&mut self, value: f64, count: u32, now: Instant) -> bool {
+        let sum = self.sum + value * f64::from(count);
+        if !sum.is_finite() {
+            return false;
         }
-        self.sum += value * f64::from(count);
-        self.count += u64::from(count);
+        if count == 0 {
+            return true;
+        }
+        self.sum = sum;
+        self.count = self.count.saturating_add(u64::from(count));
         if self.streams.is_empty() {
-            return;
+            return true;
         }
         if self.hot_end.is_some_and(|end| now > end) {
             self.flush(now);
@@ -157,6 +167,7 @@ impl SlidingSummary {
         if self.hot.len() >= self.buf_cap {
             self.flush(now);
         }
+        true
     }
 
     /// The quantiles (in the objectives' order), sum and count as of `now`.

@@ -104,6 +104,7 @@ fn reserved_names_are_refused() {
         StoreOptions {
             shards: 4,
             reserved_names: vec!["statsd_exporter_lines_total".into()],
+            ..StoreOptions::default()
         },
         CoarseClock::manual(),
     );
@@ -227,4 +228,205 @@ fn sorted_family_list_is_reused_until_a_family_changes() {
     s.resolve(&spec("a", SeriesKind::Counter, &[])).unwrap();
     let names: Vec<String> = s.families().iter().map(|f| f.name().to_string()).collect();
     assert_eq!(names, ["a", "b"]);
+}
+
+fn limited(max_series: usize, max_series_per_metric: usize) -> Store {
+    Store::with_clock(
+        StoreOptions {
+            max_series,
+            max_series_per_metric,
+            ..StoreOptions::default()
+        },
+        CoarseClock::manual(),
+    )
+}
+
+fn counter_with(s: &Store, name: &str, v: &str) -> Result<SeriesRef, ResolveError> {
+    s.resolve(&spec(name, SeriesKind::Counter, &[("k", v)]))
+}
+
+#[test]
+fn max_series_refuses_new_series_and_keeps_existing_ones() {
+    let s = limited(3, 0);
+    let kept: Vec<SeriesRef> = ["a", "b", "c"]
+        .iter()
+        .map(|v| counter_with(&s, "m", v).unwrap())
+        .collect();
+    let err = counter_with(&s, "m", "d").unwrap_err();
+    assert!(
+        matches!(err, ResolveError::SeriesLimit { limit: 3, .. }),
+        "{err}"
+    );
+    // A refused new family leaves nothing behind.
+    assert!(matches!(
+        counter_with(&s, "other", "x"),
+        Err(ResolveError::SeriesLimit { .. })
+    ));
+    assert_eq!(s.families().len(), 1);
+    assert_eq!(s.family_count(FamilyType::Counter), 1);
+    assert_eq!(s.series_count(), 3);
+    // Existing series are still found, and update exactly.
+    for (v, want) in ["a", "b", "c"].iter().zip(&kept) {
+        let again = counter_with(&s, "m", v).unwrap();
+        assert!(Arc::ptr_eq(&again, want));
+        assert!(again.counter_add(2.0));
+    }
+    assert_eq!(kept[1].scalar(), 2.0);
+}
+
+#[test]
+fn max_series_per_metric_bounds_one_family_only() {
+    let s = limited(0, 2);
+    counter_with(&s, "m", "a").unwrap();
+    counter_with(&s, "m", "b").unwrap();
+    let err = counter_with(&s, "m", "c").unwrap_err();
+    assert!(
+        matches!(err, ResolveError::MetricSeriesLimit { limit: 2, .. }),
+        "{err}"
+    );
+    counter_with(&s, "m", "a").unwrap();
+    counter_with(&s, "n", "a").unwrap();
+    counter_with(&s, "n", "b").unwrap();
+    assert_eq!(s.series_count(), 4, "the refused one did not keep a slot");
+}
+
+#[test]
+fn limits_hold_under_concurrent_creators() {
+    let s = Arc::new(limited(1000, 0));
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                (0..1000)
+                    .filter(|i| {
+                        counter_with(&s, &format!("f{}", i % 50), &format!("{t}-{i}")).is_ok()
+                    })
+                    .count()
+            })
+        })
+        .collect();
+    let created: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(created, 1000);
+    assert_eq!(s.series_count(), 1000);
+    let held: usize = s.families().iter().map(|f| f.len()).sum();
+    assert_eq!(held, 1000);
+}
+
+#[test]
+fn expiry_makes_room_and_moves_the_room_epoch() {
+    let s = limited(1, 0);
+    let mut a = spec("a", SeriesKind::Counter, &[]);
+    a.ttl = Duration::from_secs(1);
+    s.resolve(&a).unwrap();
+    let epoch = s.room_epoch();
+    assert!(matches!(
+        s.resolve(&spec("b", SeriesKind::Counter, &[])),
+        Err(ResolveError::SeriesLimit { .. })
+    ));
+    s.clock().advance(1001);
+    assert_eq!(s.expire(), 1);
+    assert_ne!(s.room_epoch(), epoch);
+    s.resolve(&spec("b", SeriesKind::Counter, &[])).unwrap();
+    assert_eq!(s.expire(), 0);
+    assert_eq!(
+        (s.family_count(FamilyType::Counter), s.series_count()),
+        (1, 1)
+    );
+}
+
+/// The maintenance thread's schedule, driven by a manual clock in the thread's 100 ms steps:
+/// a 2 s TTL ends within 3 s among many families, and no pass runs while nothing is due.
+#[test]
+fn a_2s_ttl_expires_within_3s_and_passes_run_only_when_due() {
+    let s = store();
+    for i in 0..20_000 {
+        s.resolve(&spec(&format!("idle{i}"), SeriesKind::Counter, &[]))
+            .unwrap();
+    }
+    let mut t = spec("ttl", SeriesKind::Counter, &[("k", "v")]);
+    t.ttl = Duration::from_secs(2);
+    let series = s.resolve(&t).unwrap();
+    let mut schedule = ExpirySchedule::default();
+    let mut passes = 0;
+    let mut expired_at = None;
+    for _ in 0..50 {
+        s.clock().advance(100);
+        let before = schedule.last_pass_ms;
+        if schedule.run(&s) > 0 {
+            expired_at.get_or_insert(s.clock().now_ms());
+        }
+        passes += usize::from(schedule.last_pass_ms != before);
+    }
+    let at = expired_at.expect("the series expired");
+    assert!((2001..=3000).contains(&at), "expired at {at} ms");
+    assert!(series.is_dead());
+    assert_eq!(passes, 1, "one pass, when the deadline had passed");
+    assert_eq!(s.series_count(), 20_000);
+
+    // A series kept fresh is never expired, and passes stay at least 500 ms apart.
+    let mut t = spec("fresh", SeriesKind::Counter, &[]);
+    t.ttl = Duration::from_millis(300);
+    let fresh = s.resolve(&t).unwrap();
+    let mut last = None;
+    for _ in 0..50 {
+        s.clock().advance(100);
+        fresh.touch(s.clock().now_ms());
+        let before = schedule.last_pass_ms;
+        schedule.run(&s);
+        if schedule.last_pass_ms != before {
+            let now = s.clock().now_ms();
+            if let Some(prev) = last {
+                assert!(now - prev >= MIN_EXPIRY_PASS_INTERVAL_MS);
+            }
+            last = Some(now);
+        }
+    }
+    assert!(!fresh.is_dead());
+}
+
+#[test]
+fn expiry_keeps_per_type_counts() {
+    let s = store();
+    let hist = ObserverOptions::Histogram(HistogramOptions::default());
+    let mut h = spec("h", SeriesKind::Observer(&hist), &[]);
+    h.ttl = Duration::from_secs(1);
+    s.resolve(&h).unwrap();
+    s.resolve(&spec("g", SeriesKind::Gauge, &[])).unwrap();
+    assert_eq!(s.family_count(FamilyType::Histogram), 1);
+    s.clock().advance(1001);
+    assert_eq!(s.expire(), 1);
+    assert_eq!(s.family_count(FamilyType::Histogram), 0);
+    assert_eq!(s.family_count(FamilyType::Gauge), 1);
+}
+
+#[test]
+fn totals_never_become_infinite_or_wrap() {
+    let s = store();
+    let c = s.resolve(&spec("c", SeriesKind::Counter, &[])).unwrap();
+    assert!(c.counter_add(f64::MAX));
+    assert!(!c.counter_add(f64::MAX), "the total would overflow");
+    assert!(!c.counter_add(f64::INFINITY));
+    assert!(!c.counter_add(f64::NAN));
+    assert_eq!(c.scalar(), f64::MAX);
+
+    let hist = ObserverOptions::Histogram(HistogramOptions::with_buckets(vec![1.0]));
+    let h = s
+        .resolve(&spec("h", SeriesKind::Observer(&hist), &[]))
+        .unwrap();
+    for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+        assert!(!h.observe(bad, 1, s.clock(), 0), "{bad}");
+    }
+    assert!(h.observe(2.0, u32::MAX, s.clock(), 0));
+    assert!(
+        !h.observe(f64::MAX, 2, s.clock(), 0),
+        "the sum would overflow"
+    );
+    let super::series::SeriesValue::Histogram(cell) = &h.value else {
+        panic!()
+    };
+    cell.counts[1].store(u64::MAX - 1, Ordering::Relaxed);
+    assert!(h.observe(2.0, 5, s.clock(), 0));
+    let (cum, sum) = cell.snapshot();
+    assert_eq!(cum, vec![0, u64::MAX], "saturates instead of wrapping");
+    assert_eq!(sum, 2.0 * f64::from(u32::MAX) + 10.0);
 }

@@ -118,6 +118,8 @@ families! { RECORDED:
         "The total number of StatsD events no mapping was found for.";
     EVENTS_ACTIONS: Counter "statsd_exporter_events_actions_total" ["action"]
         "The total number of StatsD events by action.";
+    // `metric_name` comes from the network: the first CONFLICT_NAMES_CAP names get their own
+    // value, the rest share OTHER_LABEL_VALUE (see `bounded.rs`).
     EVENTS_CONFLICT: Counter "statsd_exporter_events_conflict_total" ["metric_name", "type"]
         "The total number of StatsD events with conflicting names.";
     EVENTS_ERROR: Counter "statsd_exporter_events_error_total" ["reason"]
@@ -169,6 +171,8 @@ families! { RECORDED:
         "The number of series currently held.";
     SERIES_EXPIRED: Counter "statsgate_series_expired_total" []
         "Series removed because their TTL ran out.";
+    EVENTS_DROPPED: Counter "statsgate_events_dropped_total" ["reason"]
+        "StatsD events dropped by a limit (--statsd.max-*), by reason: max_series, max_series_per_metric, too_many_tags, metric_name_too_long, label_name_too_long, label_value_too_long.";
     REMOTE_WRITE_SAMPLES: Counter "statsgate_remote_write_samples_total" ["url"]
         "Samples a remote_write receiver accepted.";
     REMOTE_WRITE_FAILED_SAMPLES: Counter "statsgate_remote_write_failed_samples_total" ["reason", "url"]

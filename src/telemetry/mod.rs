@@ -6,8 +6,11 @@
 //! the user's series on every scrape. Hot-path stages never look a counter up per event:
 //! they hold [`metrics::Counter`] handles and add once per receive batch.
 
+mod bounded;
 pub mod catalog;
 mod process;
+
+pub use bounded::{BoundedLabel, CONFLICT_NAMES, CONFLICT_NAMES_CAP, OTHER_LABEL_VALUE};
 
 use metrics::{describe_counter, describe_gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};

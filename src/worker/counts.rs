@@ -6,6 +6,8 @@ use metrics::Counter;
 use crate::line::{EventKind, ParseCounters, SampleError};
 use crate::telemetry::catalog;
 
+use super::limits::{DropReason, ValueError};
+
 /// The event kinds in the order of [`BatchCounts::events`].
 pub(super) const KINDS: [EventKind; 3] =
     [EventKind::Counter, EventKind::Gauge, EventKind::Observer];
@@ -33,7 +35,21 @@ pub(super) struct BatchCounts {
     pub(super) actions_map: u64,
     pub(super) actions_drop: u64,
     pub(super) negative_counter: u64,
+    pub(super) non_finite: u64,
     pub(super) labels_dropped: u64,
+    /// Events dropped by a limit, indexed by [`DropReason::index`].
+    pub(super) dropped: [u64; DropReason::ALL.len()],
+}
+
+impl BatchCounts {
+    /// Counts `events` refused for `e`.
+    #[inline]
+    pub(super) fn refused(&mut self, e: ValueError, events: u64) {
+        match e {
+            ValueError::NegativeCounter => self.negative_counter += events,
+            ValueError::NonFinite => self.non_finite += events,
+        }
+    }
 }
 
 /// Counter handles, looked up once per worker.
@@ -49,7 +65,9 @@ pub(super) struct CountHandles {
     actions_map: Counter,
     actions_drop: Counter,
     negative_counter: Counter,
+    non_finite: Counter,
     labels_dropped: Counter,
+    dropped: [Counter; DropReason::ALL.len()],
 }
 
 impl CountHandles {
@@ -65,8 +83,11 @@ impl CountHandles {
             unmapped: catalog::EVENTS_UNMAPPED.counter([]),
             actions_map: catalog::EVENTS_ACTIONS.counter(["map".into()]),
             actions_drop: catalog::EVENTS_ACTIONS.counter(["drop".into()]),
-            negative_counter: catalog::EVENTS_ERROR.counter(["illegal_negative_counter".into()]),
+            negative_counter: catalog::EVENTS_ERROR
+                .counter([ValueError::NegativeCounter.as_str().into()]),
+            non_finite: catalog::EVENTS_ERROR.counter([ValueError::NonFinite.as_str().into()]),
             labels_dropped: catalog::LABELS_DROPPED.counter([]),
+            dropped: DropReason::ALL.map(|r| catalog::EVENTS_DROPPED.counter([r.as_str().into()])),
         }
     }
 }
@@ -96,6 +117,10 @@ impl BatchCounts {
         add(&to.actions_map, c.actions_map);
         add(&to.actions_drop, c.actions_drop);
         add(&to.negative_counter, c.negative_counter);
+        add(&to.non_finite, c.non_finite);
         add(&to.labels_dropped, c.labels_dropped);
+        for (counter, n) in to.dropped.iter().zip(c.dropped) {
+            add(counter, n);
+        }
     }
 }

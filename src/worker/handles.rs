@@ -15,14 +15,30 @@ use metrics::Counter;
 
 use crate::line::StatType;
 use crate::mapping::Action;
-use crate::store::SeriesRef;
+use crate::store::{SeriesRef, Store};
 
-/// Upper bound on remembered keys per worker; beyond it the worker starts afresh, so a
-/// flood of distinct names cannot grow memory without bound.
+use super::limits::{DropReason, ValueError};
+
+/// Upper bounds on remembered keys that lead to a series, per worker, in number and in key
+/// bytes; beyond either the worker starts afresh, so a flood of distinct names cannot grow
+/// memory without bound. The count matches the default `--statsd.max-series`, so a worker
+/// that sees every series of a full store keeps them all.
 const MAX_ENTRIES: usize = 1 << 20;
+const MAX_KEY_BYTES: usize = 256 << 20;
+
+/// Bounds on remembered keys that lead to no series (drops, conflicts, limits). A flood of
+/// new names beyond a limit makes one such key per line, so they live in a table of their
+/// own, small and forgotten wholesale when full: the table of series handles neither grows
+/// nor loses its entries because of them.
+const MAX_NEGATIVE_ENTRIES: usize = 1 << 14;
+const MAX_NEGATIVE_KEY_BYTES: usize = 4 << 20;
 
 /// The first key byte of a line shape; identities use their kind index (0..=2).
 pub(super) const SHAPE_TAG: u8 = 3;
+
+/// The `room_epoch` of a refusal no room can lift (a size limit). The store's epoch moves
+/// at most once per expiry pass, so it never gets there.
+pub(super) const NO_RETRY: u64 = u64::MAX;
 
 /// Where a key's events go.
 #[derive(Debug, Clone)]
@@ -33,6 +49,13 @@ pub(super) enum Outcome {
     Dropped,
     /// The series cannot be created: count the event against `counter`.
     Failed { counter: Counter },
+    /// A limit refused the series: count the event under `reason`. After a store limit,
+    /// `room_epoch` is the store's [`Store::room_epoch`] when it refused, and the key is
+    /// resolved again once that has moved on; after a size limit it is [`NO_RETRY`].
+    Limited { reason: DropReason, room_epoch: u64 },
+    /// The first event's value was refused before the series existed, so none was created:
+    /// count it. Never cached, so the next event of the key resolves afresh.
+    BadValue(ValueError),
 }
 
 /// What resolving a key decided, replayed for each later event.
@@ -46,10 +69,22 @@ pub(super) struct Resolution {
 }
 
 impl Resolution {
-    /// The series expired since: resolve again.
+    /// The series expired since, or the store has made room since a limit refused it:
+    /// resolve again.
     #[inline]
-    pub(super) fn is_stale(&self) -> bool {
-        matches!(&self.outcome, Outcome::Series { series, .. } if series.is_dead())
+    pub(super) fn is_stale(&self, store: &Store) -> bool {
+        match &self.outcome {
+            Outcome::Series { series, .. } => series.is_dead(),
+            Outcome::Limited { room_epoch, .. } => {
+                *room_epoch != NO_RETRY && store.room_epoch() != *room_epoch
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether the key leads to a series (worth keeping over keys that lead nowhere).
+    fn is_positive(&self) -> bool {
+        matches!(self.outcome, Outcome::Series { .. })
     }
 }
 
@@ -109,11 +144,54 @@ impl Key<'_> {
     }
 }
 
-/// Every key a worker has resolved, with its resolution. Seeded hashing: keys come from
-/// the network.
+/// One table of keys and its key bytes.
+#[derive(Debug, Default)]
+struct Keys {
+    table: HashTable<Entry>,
+    bytes: usize,
+}
+
+impl Keys {
+    #[inline]
+    fn get(&self, hash: u64, key: Key<'_>) -> Option<&Entry> {
+        self.table
+            .find(hash, |e| e.hash == hash && key.matches(&e.key))
+    }
+
+    fn remove(&mut self, hash: u64, key: Key<'_>) {
+        if let Ok(old) = self
+            .table
+            .find_entry(hash, |e| e.hash == hash && key.matches(&e.key))
+        {
+            let (old, _) = old.remove();
+            self.bytes -= old.key.len();
+        }
+    }
+
+    /// Inserts a new entry, first forgetting everything if the table is at a bound.
+    fn insert(&mut self, entry: Entry, max_entries: usize, max_bytes: usize) -> &Entry {
+        if self.table.len() >= max_entries || self.bytes + entry.key.len() > max_bytes {
+            self.clear();
+        }
+        self.bytes += entry.key.len();
+        self.table
+            .insert_unique(entry.hash, entry, |e| e.hash)
+            .into_mut()
+    }
+
+    fn clear(&mut self) {
+        self.table.clear();
+        self.bytes = 0;
+    }
+}
+
+/// Every key a worker has resolved, with its resolution: keys that lead to a series in
+/// one table, keys that lead nowhere in another, each bounded. Seeded hashing: keys come
+/// from the network.
 #[derive(Debug, Default)]
 pub(super) struct HandleTable {
-    table: HashTable<Entry>,
+    positive: Keys,
+    negative: Keys,
     hasher: foldhash::fast::RandomState,
 }
 
@@ -130,10 +208,13 @@ impl HandleTable {
         h.finish()
     }
 
+    /// The entry for `key`; a key that leads to a series is found with one probe.
     #[inline]
     pub(super) fn get(&self, hash: u64, key: Key<'_>) -> Option<&Entry> {
-        self.table
-            .find(hash, |e| e.hash == hash && key.matches(&e.key))
+        match self.positive.get(hash, key) {
+            Some(e) => Some(e),
+            None => self.negative.get(hash, key),
+        }
     }
 
     /// Inserts or replaces the entry for `key`.
@@ -144,30 +225,46 @@ impl HandleTable {
         res: Resolution,
         replay: Option<Replay>,
     ) -> &Entry {
-        if let Ok(old) = self
-            .table
-            .find_entry(hash, |e| e.hash == hash && key.matches(&e.key))
-        {
-            old.remove();
-        }
-        if self.table.len() >= MAX_ENTRIES {
-            self.table.clear();
-        }
+        self.positive.remove(hash, key);
+        self.negative.remove(hash, key);
+        let positive = res.is_positive();
         let entry = Entry {
             key: key.to_boxed(),
             hash,
             res,
             replay,
         };
-        self.table.insert_unique(hash, entry, |e| e.hash).into_mut()
+        if positive {
+            self.positive.insert(entry, MAX_ENTRIES, MAX_KEY_BYTES)
+        } else {
+            self.negative
+                .insert(entry, MAX_NEGATIVE_ENTRIES, MAX_NEGATIVE_KEY_BYTES)
+        }
     }
 
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
-        self.table.len()
+        self.positive.table.len() + self.negative.table.len()
     }
 
     pub(super) fn clear(&mut self) {
-        self.table.clear();
+        self.positive.clear();
+        self.negative.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_stays_small() {
+        // Every line probes an entry: a refusal outcome must not make it bigger than a
+        // series handle's.
+        assert!(
+            std::mem::size_of::<Entry>() <= 88,
+            "{}",
+            std::mem::size_of::<Entry>()
+        );
     }
 }

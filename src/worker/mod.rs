@@ -10,10 +10,17 @@
 //! [`LiveMapper`]'s generation, which makes every worker forget its handles; TTL expiry
 //! marks a series dead, which makes the worker resolve that key again. What a batch counted
 //! (`counts.rs`) is published once per batch.
+//!
+//! Limits (`limits.rs`) are checked at a first sight only: a key refused by one is
+//! remembered like a conflict, so its later lines cost a table probe; one refused by the
+//! store's series limits is tried again once TTL expiry has made room. Values that would
+//! poison a series (negative or non-finite counter increments, non-finite observations) are
+//! refused per event, and never create a series.
 
 mod counts;
 mod first_sight;
 mod handles;
+mod limits;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,12 +31,15 @@ use crate::line::{
     split_for_replay,
 };
 use crate::logging::LogLimiter;
+
 use crate::mapping::{Action, LiveMapper, Mapper, Profile};
 use crate::store::Store;
 use crate::telemetry::catalog;
+pub use limits::SampleLimits;
 
 use counts::{BatchCounts, CountHandles, kind_index};
 use handles::{HandleTable, Key, Outcome, Replay, Resolution, SHAPE_TAG};
+use limits::checked_value;
 
 /// State shared by every worker: the store, the mapper in force, the tag dialects and the
 /// naming profile. The listeners' [`SinkFactory`]: it makes a [`Worker`] per receive thread
@@ -37,6 +47,7 @@ use handles::{HandleTable, Key, Outcome, Replay, Resolution, SHAPE_TAG};
 #[derive(Debug)]
 pub struct Workers {
     shared: Arc<Shared>,
+    limits: SampleLimits,
 }
 
 #[derive(Debug)]
@@ -64,7 +75,15 @@ impl Workers {
                 dialects,
                 profile,
             }),
+            limits: SampleLimits::default(),
         }
+    }
+
+    /// The same workers with other sample limits than [`SampleLimits::default`]; workers
+    /// made after this call use them.
+    pub fn with_limits(mut self, limits: SampleLimits) -> Workers {
+        self.limits = limits;
+        self
     }
 
     /// The store every worker updates.
@@ -83,6 +102,7 @@ impl Workers {
             generation: self.shared.mapper.generation(),
             mapper: self.shared.mapper.current(),
             shared: self.shared.clone(),
+            limits: self.limits,
             handles: HandleTable::default(),
             counts: BatchCounts::default(),
             count_handles: CountHandles::new(),
@@ -140,29 +160,34 @@ fn apply(res: &Resolution, ev: Event, shared: &Shared, c: &mut BatchCounts) {
         Some(Action::Drop) => c.actions_drop += events,
     }
     match &res.outcome {
-        Outcome::Dropped => {}
-        Outcome::Failed { counter } => counter.increment(events),
         Outcome::Series { series, scale } => {
             let store = &shared.store;
+            let v = match checked_value(ev.stat_type, ev.value, *scale, &shared.profile) {
+                Ok(v) => v,
+                Err(e) => return c.refused(e, events),
+            };
             let now = store.clock().now_ms();
-            series.touch(now);
-            match ev.stat_type {
-                StatType::Counter => {
-                    let v = ev.value * scale;
-                    // NaN is not negative but would poison the running total too.
-                    if v < 0.0 || v.is_nan() {
-                        c.negative_counter += 1;
-                    } else {
-                        series.counter_add(v);
-                    }
+            let applied = match ev.stat_type {
+                StatType::Counter => series.counter_add(v),
+                StatType::Gauge => {
+                    series.gauge_update(v, ev.relative);
+                    true
                 }
-                StatType::Gauge => series.gauge_update(ev.value * scale, ev.relative),
                 StatType::Timer | StatType::Histogram | StatType::Distribution => {
-                    let v = shared.profile.observed_value(ev.stat_type, ev.value) * scale;
-                    series.observe(v, ev.repeat, store.clock(), now);
+                    series.observe(v, ev.repeat, store.clock(), now)
                 }
+            };
+            if applied {
+                series.touch(now);
+            } else {
+                // The running total or `_sum` would have left the finite range.
+                c.refused(limits::ValueError::NonFinite, events);
             }
         }
+        Outcome::Dropped => {}
+        Outcome::Failed { counter } => counter.increment(events),
+        Outcome::Limited { reason, .. } => c.dropped[reason.index()] += events,
+        Outcome::BadValue(e) => c.refused(*e, events),
     }
 }
 
@@ -185,6 +210,7 @@ fn replayable_tail(tail: &[u8]) -> bool {
 #[derive(Debug)]
 pub struct Worker {
     shared: Arc<Shared>,
+    limits: SampleLimits,
     handles: HandleTable,
     /// The mapper generation `mapper` and `handles` belong to.
     generation: u64,
@@ -200,6 +226,10 @@ pub struct Worker {
 
 /// How often a worker may log bad input.
 const BAD_INPUT_LOG_PERIOD: Duration = Duration::from_secs(10);
+
+/// One log line per period for events dropped by a limit, whichever worker drops them: a
+/// flood of new names hits a limit on every receive thread at once.
+static LIMIT_LOG: LogLimiter = LogLimiter::new(BAD_INPUT_LOG_PERIOD);
 
 /// At most this much of a bad line goes into a log message.
 const LOGGED_LINE_BYTES: usize = 200;
@@ -288,7 +318,7 @@ impl Worker {
             return false;
         };
         let Some(rp) = entry.replay else { return false };
-        if entry.res.is_stale() {
+        if entry.res.is_stale(&self.shared.store) {
             return false;
         }
         let Some(raw) = parse_value(r.value) else {
@@ -330,6 +360,11 @@ impl Worker {
     #[cold]
     fn resolve_and_apply(&mut self, key: Key<'_>, sample: &Sample<'_>, replay: Option<Replay>) {
         let res = self.resolve(sample);
+        if matches!(res.outcome, Outcome::BadValue(_)) {
+            // Not remembered: the key's next value may be good, and must create the series.
+            apply(&res, Event::of(sample), &self.shared, &mut self.counts);
+            return;
+        }
         let hash = self.handles.hash(key);
         let entry = self.handles.insert(hash, key, res, replay);
         apply(
@@ -375,7 +410,7 @@ impl Worker {
         };
         let hash = self.handles.hash(key);
         match self.handles.get(hash, key) {
-            Some(entry) if !entry.res.is_stale() => {
+            Some(entry) if !entry.res.is_stale(&self.shared.store) => {
                 apply(
                     &entry.res,
                     Event::of(sample),
@@ -394,12 +429,22 @@ impl Worker {
             &self.shared.profile,
             &self.mapper,
             &self.shared.store,
+            &self.limits,
             sample,
         );
-        if let Some(problem) = &r.problem
-            && let Some(suppressed) = self.bad_input_log.allow()
-        {
-            tracing::warn!(suppressed, "{problem}; its events are dropped and counted");
+        if let Some(problem) = &r.problem {
+            if let Outcome::Limited { reason, .. } = r.resolution.outcome {
+                if let Some(suppressed) = LIMIT_LOG.allow() {
+                    tracing::warn!(
+                        reason = reason.as_str(),
+                        suppressed,
+                        "{problem}; its events are dropped and counted in {}",
+                        catalog::EVENTS_DROPPED.name
+                    );
+                }
+            } else if let Some(suppressed) = self.bad_input_log.allow() {
+                tracing::warn!(suppressed, "{problem}; its events are dropped and counted");
+            }
         }
         r.resolution
     }

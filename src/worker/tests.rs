@@ -159,3 +159,221 @@ fn expired_series_are_resolved_again() {
     w.line(b"t:5|c");
     assert!(render_to_string(&store, &[]).contains("\nt 5\n"));
 }
+
+fn limited_worker(store: StoreOptions, limits: SampleLimits) -> Worker {
+    let store = Arc::new(Store::with_clock(store, CoarseClock::manual()));
+    let workers = Workers::new(
+        store,
+        Arc::new(LiveMapper::new(Mapper::empty(CacheOptions::default()))),
+        Dialects::default(),
+        Profile::Statsd,
+    )
+    .with_limits(limits);
+    workers.worker()
+}
+
+fn max_series(n: usize) -> StoreOptions {
+    StoreOptions {
+        max_series: n,
+        ..StoreOptions::default()
+    }
+}
+
+fn dropped(w: &Worker, reason: limits::DropReason) -> u64 {
+    w.counts.dropped[reason.index()]
+}
+
+fn text(w: &Worker) -> String {
+    render_to_string(&w.shared.store, &[])
+}
+
+#[test]
+fn a_full_store_drops_new_series_and_keeps_old_ones_exact() {
+    let mut w = limited_worker(max_series(10), SampleLimits::default());
+    for i in 0..10 {
+        w.line(format!("kept{i}:1|c").as_bytes());
+    }
+    for round in 0..3 {
+        for i in 0..1000 {
+            w.line(format!("flood{i}:1|c").as_bytes());
+            w.line(format!("kept{}:1|c", i % 10).as_bytes());
+        }
+        assert_eq!(
+            dropped(&w, limits::DropReason::MaxSeries),
+            1000 * (round + 1)
+        );
+    }
+    let t = text(&w);
+    for i in 0..10 {
+        assert!(t.contains(&format!("\nkept{i} 301\n")), "{t}");
+    }
+    assert!(!t.contains("flood"));
+    assert_eq!(w.shared.store.series_count(), 10);
+    // The refusals are remembered: the second and third rounds added no key.
+    let keys = w.handles.len();
+    w.line(b"flood5:1|c");
+    assert_eq!(w.handles.len(), keys);
+}
+
+#[test]
+fn a_refused_series_is_created_once_expiry_makes_room() {
+    let mut w = limited_worker(max_series(1), SampleLimits::default());
+    let mapper = Mapper::from_yaml(
+        "defaults:\n  ttl: 1s\nmappings: []\n",
+        CacheOptions::default(),
+    )
+    .unwrap();
+    w.shared.mapper.replace(mapper);
+    w.line(b"a:1|c");
+    w.line(b"b:1|c");
+    assert_eq!(dropped(&w, limits::DropReason::MaxSeries), 1);
+    let store = w.shared.store.clone();
+    store.clock().advance(1001);
+    assert_eq!(store.expire(), 1);
+    w.line(b"b:2|c");
+    assert!(text(&w).contains("\nb 2\n"), "{}", text(&w));
+    assert_eq!(dropped(&w, limits::DropReason::MaxSeries), 1);
+}
+
+#[test]
+fn per_metric_limit_leaves_other_metrics_alone() {
+    let opts = StoreOptions {
+        max_series_per_metric: 3,
+        ..StoreOptions::default()
+    };
+    let mut w = limited_worker(opts, SampleLimits::default());
+    for i in 0..10 {
+        w.line(format!("m:1|c|#id:{i}").as_bytes());
+        w.line(format!("n{i}:1|c").as_bytes());
+    }
+    assert_eq!(dropped(&w, limits::DropReason::MaxSeriesPerMetric), 7);
+    assert_eq!(w.shared.store.series_count(), 13);
+}
+
+#[test]
+fn size_limits_drop_and_count_at_first_sight() {
+    let limits = SampleLimits {
+        max_tags_per_line: 3,
+        max_label_value_length: 5,
+        max_metric_name_length: 12,
+    };
+    let mut w = limited_worker(StoreOptions::default(), limits);
+    w.line(b"ok:1|c|#a:1,b:2,c:3");
+    w.line(b"many:1|c|#a:1,b:2,c:3,d:4");
+    w.line(b"many,a=1,b=2,c=3,d=4:1|c");
+    w.line(b"many2:1|c|#a:1,b:2|c:container");
+    w.line(b"long:1|c|#a:123456");
+    w.line(b"toolong.name.x:1|c");
+    w.line(b"lname:1|c|#abcdefghijklm:1");
+    w.line(b"ok2,a=12345:1|g");
+    use limits::DropReason::*;
+    assert_eq!(dropped(&w, TooManyTags), 2);
+    assert_eq!(
+        dropped(&w, LabelValueTooLong),
+        2,
+        "the container id is a value too"
+    );
+    assert_eq!(dropped(&w, MetricNameTooLong), 1);
+    assert_eq!(dropped(&w, LabelNameTooLong), 1);
+    let t = text(&w);
+    assert!(t.contains("ok{a=\"1\",b=\"2\",c=\"3\"} 1") && t.contains("ok2{a=\"12345\"} 1"));
+    for gone in ["many", "long", "toolong", "lname"] {
+        assert!(!t.contains(&format!("\n{gone}")), "{gone}: {t}");
+    }
+}
+
+#[test]
+fn thousands_of_tags_are_refused_without_decoding_them_all() {
+    let line = format!("t:1|c|#{}", "k:v,".repeat(6000));
+    let mut w = limited_worker(StoreOptions::default(), SampleLimits::default());
+    w.line(line.as_bytes());
+    assert_eq!(dropped(&w, limits::DropReason::TooManyTags), 1);
+    // Without the limit, 6,000 distinct tags still make one series (linear dedup).
+    let line: String = (0..6000).map(|i| format!("k{i}:v,")).collect();
+    let mut w = limited_worker(StoreOptions::default(), SampleLimits::UNLIMITED);
+    w.line(format!("t:1|c|#{line}").as_bytes());
+    assert_eq!(w.shared.store.series_count(), 1);
+    assert_eq!(w.shared.store.families()[0].len(), 1);
+}
+
+#[test]
+fn refused_values_never_create_a_series() {
+    let mut w = limited_worker(StoreOptions::default(), SampleLimits::default());
+    for line in [
+        "neg.counter:-5|c",
+        "inf.counter:+Inf|c",
+        "nan.counter:NaN|c",
+        "nan.timer:NaN|ms",
+        "inf.hist:-Inf|h",
+        "rate.timer:1|ms|@5",
+        "tiny.rate:1|ms|@1e-300",
+    ] {
+        w.line(line.as_bytes());
+    }
+    assert_eq!(w.shared.store.series_count(), 0, "{}", text(&w));
+    assert_eq!(w.counts.negative_counter, 1);
+    assert_eq!(w.counts.non_finite, 4);
+    assert_eq!(
+        w.counts.parse.errors[SampleError::InvalidSampleFactor.index()],
+        2
+    );
+    // The next good value of the same line shape creates the series; a bad one later is
+    // refused without touching it.
+    w.line(b"neg.counter:5|c");
+    w.line(b"neg.counter:-5|c");
+    w.line(b"inf.counter:+Inf|c");
+    w.line(b"inf.counter:2|c");
+    w.line(b"nan.timer:2000|ms");
+    w.line(b"nan.timer:NaN|ms");
+    let t = text(&w);
+    assert!(
+        t.contains("\nneg_counter 5\n") && t.contains("\ninf_counter 2\n"),
+        "{t}"
+    );
+    assert!(
+        t.contains("nan_timer_sum 2\n") && t.contains("nan_timer_count 1\n"),
+        "{t}"
+    );
+    assert_eq!((w.counts.negative_counter, w.counts.non_finite), (2, 6));
+}
+
+#[test]
+fn a_counter_total_never_overflows_to_infinity() {
+    let mut w = limited_worker(StoreOptions::default(), SampleLimits::default());
+    w.line(b"big:1e308|c");
+    w.line(b"big:1e308|c");
+    w.line(b"big:1e308|c|@0.5");
+    assert_eq!(w.counts.non_finite, 2);
+    assert!(text(&w).contains("\nbig 1e+308\n"), "{}", text(&w));
+}
+
+#[test]
+fn tags_that_escape_alike_are_a_tag_error_and_the_later_wins() {
+    let mut w = limited_worker(StoreOptions::default(), SampleLimits::default());
+    w.line(b"t:1|c|#my.tag:a,my-tag:b");
+    w.line(b"t:1|c|#k:1,k:2");
+    assert_eq!(w.counts.tag_errors, 1, "the exact duplicate is no error");
+    let t = text(&w);
+    assert!(
+        t.contains("t{my_tag=\"b\"} 1") && t.contains("t{k=\"2\"} 1"),
+        "{t}"
+    );
+}
+
+#[test]
+fn keys_that_lead_nowhere_are_forgotten_first() {
+    let mut w = limited_worker(max_series(100), SampleLimits::default());
+    for i in 0..100 {
+        w.line(format!("kept{i}:1|c").as_bytes());
+    }
+    for i in 0..200_000 {
+        w.line(format!("flood{i}:1|c").as_bytes());
+    }
+    assert!(w.handles.len() <= 100 + (1 << 14), "{}", w.handles.len());
+    let keys = w.handles.len();
+    for i in 0..100 {
+        w.line(format!("kept{i}:1|c").as_bytes());
+    }
+    assert_eq!(w.handles.len(), keys, "the kept series' handles survived");
+    assert_eq!(dropped(&w, limits::DropReason::MaxSeries), 200_000);
+}

@@ -404,7 +404,7 @@ fn zero_count_is_a_no_op() {
 }
 
 #[test]
-fn nan_and_infinities_do_not_panic() {
+fn nan_infinities_and_overflowing_sums_are_refused() {
     let t0 = Instant::now();
     let opts = SummaryOptions {
         buf_cap: 7,
@@ -420,22 +420,31 @@ fn nan_and_infinities_do_not_panic() {
         -0.0,
         1.0,
     ];
+    let (mut count, mut sum) = (0u64, 0.0);
     for i in 0..5_000 {
-        s.observe(odd[i % odd.len()], (i % 4) as u32, t0);
+        let (v, n) = (odd[i % odd.len()], (i % 4) as u32);
+        assert_eq!(s.observe(v, n, t0), v.is_finite(), "{v}");
+        if v.is_finite() {
+            count += u64::from(n);
+            sum += v * f64::from(n);
+        }
         if i % 997 == 0 {
             let _ = s.snapshot(t0);
         }
     }
     let snap = s.snapshot(t0);
-    assert!(snap.sum.is_nan(), "client_golang's sum turns NaN too");
-    assert_eq!(snap.count, (0..5_000u64).map(|i| i % 4).sum::<u64>());
+    assert_eq!((snap.count, snap.sum), (count, sum));
+    assert!(snap.quantiles.iter().all(|&(_, q)| q.is_finite()));
 
-    let mut inf = SlidingSummary::new(&default_opts(), t0);
-    inf.observe(f64::INFINITY, 3, t0);
-    inf.observe(1.0, 1, t0);
-    let snap = inf.snapshot(t0);
-    assert_eq!(snap.sum, f64::INFINITY);
-    assert_eq!(snap.quantiles[0].1, f64::INFINITY);
+    let mut big = SlidingSummary::new(&default_opts(), t0);
+    assert!(big.observe(f64::MAX, 1, t0));
+    assert!(!big.observe(f64::MAX, 1, t0), "the sum would overflow");
+    assert!(
+        !big.observe(1e300, u32::MAX, t0),
+        "the weighted value overflows"
+    );
+    let snap = big.snapshot(t0);
+    assert_eq!((snap.count, snap.sum), (1, f64::MAX));
 }
 
 #[test]
