@@ -37,7 +37,8 @@ pub fn is_metric_name(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && (b[0].is_ascii_alphabetic() || b[0] == b'_' || b[0] == b':')
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b':')
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b':')
 }
 
 /// `[a-zA-Z_][a-zA-Z0-9_]*`
@@ -210,7 +211,10 @@ pub fn parse(text: &str) -> Result<Vec<ParsedFamily>, String> {
             if ty_name != name {
                 return Err(format!("TYPE {ty:?} after HELP for {name:?}"));
             }
-            if !matches!(kind, "counter" | "gauge" | "histogram" | "summary" | "untyped") {
+            if !matches!(
+                kind,
+                "counter" | "gauge" | "histogram" | "summary" | "untyped"
+            ) {
                 return Err(format!("TYPE {ty:?}: unknown type"));
             }
             if families.iter().any(|f| f.name == name) {
@@ -243,7 +247,10 @@ pub fn parse(text: &str) -> Result<Vec<ParsedFamily>, String> {
             _ => false,
         };
         if !ok {
-            return Err(format!("sample {line:?} does not fit a {} family", fam.kind));
+            return Err(format!(
+                "sample {line:?} does not fit a {} family",
+                fam.kind
+            ));
         }
         if fam
             .samples

@@ -132,7 +132,11 @@ fuzz_target!(|data: &[u8]| {
                     let Some(got) = p.samples.iter().find(|x| x.labels == want) else {
                         panic!("series {want:?} of {} missing\n{text}", fam.name());
                     };
-                    assert!(same(got.value, s.scalar()), "{} {want:?}\n{text}", fam.name());
+                    assert!(
+                        same(got.value, s.scalar()),
+                        "{} {want:?}\n{text}",
+                        fam.name()
+                    );
                     seen += 1;
                 });
                 assert_eq!(seen, p.samples.len(), "{text}");
@@ -154,8 +158,7 @@ fuzz_target!(|data: &[u8]| {
                     let mut prev_le = f64::NEG_INFINITY;
                     let mut prev_count = 0.0;
                     for b in &buckets {
-                        let le = match strict_text::parse_float(&b.labels[b.labels.len() - 1].1)
-                        {
+                        let le = match strict_text::parse_float(&b.labels[b.labels.len() - 1].1) {
                             Ok(v) => v,
                             Err(e) => panic!("{e}\n{text}"),
                         };
@@ -221,5 +224,8 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
-    assert!(by_name.is_empty(), "families not in the store: {by_name:?}\n{text}");
+    assert!(
+        by_name.is_empty(),
+        "families not in the store: {by_name:?}\n{text}"
+    );
 });

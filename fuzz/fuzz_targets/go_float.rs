@@ -62,14 +62,12 @@ fn is_decimal(body: &[u8]) -> bool {
 /// Go's `underscoreOK`, restated from its rules.
 fn underscores_ok(s: &[u8]) -> bool {
     let (_, s) = split_sign(s);
-    let (hex, rest, mut prev_digit) = if s.len() >= 2
-        && s[0] == b'0'
-        && matches!(s[1] | 0x20, b'b' | b'o' | b'x')
-    {
-        (s[1] | 0x20 == b'x', &s[2..], true)
-    } else {
-        (false, s, false)
-    };
+    let (hex, rest, mut prev_digit) =
+        if s.len() >= 2 && s[0] == b'0' && matches!(s[1] | 0x20, b'b' | b'o' | b'x') {
+            (s[1] | 0x20 == b'x', &s[2..], true)
+        } else {
+            (false, s, false)
+        };
     let mut prev_underscore = false;
     for &c in rest {
         let digit = c.is_ascii_digit() || (hex && c.is_ascii_hexdigit());
@@ -98,9 +96,7 @@ fn hex_reference(negative: bool, body: &[u8]) -> Option<Expect> {
         Some(d) => (&mant[..d], &mant[d + 1..]),
         None => (mant, &mant[..0]),
     };
-    if int.len() + frac.len() == 0
-        || !int.iter().chain(frac).all(|b| b.is_ascii_hexdigit())
-    {
+    if int.len() + frac.len() == 0 || !int.iter().chain(frac).all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     let (exp_neg, exp_digits) = split_sign(exp);
@@ -117,9 +113,9 @@ fn hex_reference(negative: bool, body: &[u8]) -> Option<Expect> {
         // Beyond the exact u64 mantissa: well formed, so a value or a range error.
         return Some(Expect::Any);
     }
-    let m = significant
-        .iter()
-        .fold(0u64, |m, d| m * 16 + (*d as char).to_digit(16).unwrap_or(0) as u64);
+    let m = significant.iter().fold(0u64, |m, d| {
+        m * 16 + (*d as char).to_digit(16).unwrap_or(0) as u64
+    });
     let e: i64 = exp_digits
         .iter()
         .fold(0i64, |e, d| (e * 10 + i64::from(d - b'0')).min(1 << 20));
@@ -161,7 +157,11 @@ fn reference(s: &str) -> Expect {
     let (negative, body) = split_sign(b);
     let signed = b.len() != body.len();
     if body.eq_ignore_ascii_case(b"inf") || body.eq_ignore_ascii_case(b"infinity") {
-        return Expect::Exactly(Some(if negative { f64::NEG_INFINITY } else { f64::INFINITY }));
+        return Expect::Exactly(Some(if negative {
+            f64::NEG_INFINITY
+        } else {
+            f64::INFINITY
+        }));
     }
     if body.eq_ignore_ascii_case(b"nan") {
         return Expect::Exactly((!signed).then_some(f64::NAN));
@@ -176,7 +176,11 @@ fn reference(s: &str) -> Expect {
     if !is_decimal(&clean) {
         return Expect::Exactly(None);
     }
-    let text = format!("{}{}", if negative { "-" } else { "" }, String::from_utf8_lossy(&clean));
+    let text = format!(
+        "{}{}",
+        if negative { "-" } else { "" },
+        String::from_utf8_lossy(&clean)
+    );
     let Ok(v) = text.parse::<f64>() else {
         panic!("Rust rejects the decimal {text:?}");
     };
