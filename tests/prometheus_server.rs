@@ -3,59 +3,15 @@
 
 mod common;
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Gateway, TempDir};
-
-struct Prometheus {
-    child: Child,
-    addr: String,
-    _dir: TempDir,
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::Gateway;
+use common::prometheus::{self, Prometheus};
 
 fn start_prometheus(target: &str) -> Prometheus {
-    let dir = TempDir::new("prometheus");
-    let config = format!(
-        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: envoy\n    static_configs:\n      - targets: ['{target}']\n"
-    );
-    std::fs::write(dir.0.join("prometheus.yml"), config).unwrap();
-    let addr = format!("127.0.0.1:{}", free_port());
-    let child = Command::new("prometheus")
-        .arg(format!(
-            "--config.file={}",
-            dir.0.join("prometheus.yml").display()
-        ))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.0.join("data").display()
-        ))
-        .arg(format!("--web.listen-address={addr}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("prometheus not found: install Debian's `prometheus` package (see README)");
-    Prometheus {
-        child,
-        addr,
-        _dir: dir,
-    }
+    prometheus::start(&format!(
+        "  - job_name: envoy\n    static_configs:\n      - targets: ['{target}']\n"
+    ))
 }
 
 fn query(p: &Prometheus, q: &str) -> Option<serde_json::Value> {

@@ -5,11 +5,11 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::prometheus::{self, Prometheus};
 use common::{Gateway, TempDir};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
@@ -381,56 +381,6 @@ fn a_bad_web_config_stops_startup_with_a_clear_error() {
     }
 }
 
-/// A real Prometheus server (Debian's `prometheus` package), killed on drop.
-struct Prometheus {
-    child: Child,
-    addr: String,
-    _dir: TempDir,
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_prometheus(scrape_configs: &str) -> Prometheus {
-    let dir = TempDir::new("prometheus-tls");
-    let config = format!(
-        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n{scrape_configs}"
-    );
-    std::fs::write(dir.0.join("prometheus.yml"), config).unwrap();
-    let addr = format!("127.0.0.1:{}", free_port());
-    let child = Command::new("prometheus")
-        .arg(format!(
-            "--config.file={}",
-            dir.0.join("prometheus.yml").display()
-        ))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.0.join("data").display()
-        ))
-        .arg(format!("--web.listen-address={addr}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("prometheus not found: install Debian's `prometheus` package (scripts/test-all.sh does)");
-    Prometheus {
-        child,
-        addr,
-        _dir: dir,
-    }
-}
-
 fn query(p: &Prometheus, q: &str) -> Option<f64> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -481,7 +431,7 @@ fn real_prometheus_scrapes_over_tls_with_basic_auth() {
             ca.display()
         )
     };
-    let prom = start_prometheus(&format!(
+    let prom = prometheus::start(&format!(
         "{}{}",
         job("right", "scrape-me"),
         job("wrong", "guess")

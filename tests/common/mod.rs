@@ -2,6 +2,7 @@
 //! ephemeral ports, sends statsd over real sockets, scrapes over real HTTP.
 #![allow(dead_code)]
 
+pub mod prometheus;
 pub mod receivers;
 
 use std::collections::BTreeMap;
