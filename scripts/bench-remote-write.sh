@@ -96,7 +96,8 @@ for rate in $RATES; do
     sleep 2
     pushed0=$(metric statsgate_remote_write_samples_total)
     bytes0=$(metric statsgate_remote_write_sent_bytes_total)
-    r=$(run_lg --series "$SERIES" --packed --rate "$rate" --duration "$DUR")
+    # A long settle: lines still queued in the socket buffer at the end are counted, not lost.
+    r=$(run_lg --series "$SERIES" --packed --rate "$rate" --duration "$DUR" --settle-ms 3000)
     pushed1=$(metric statsgate_remote_write_samples_total)
     bytes1=$(metric statsgate_remote_write_sent_bytes_total)
     failed=$(metric statsgate_remote_write_failed_samples_total)
