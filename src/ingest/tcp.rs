@@ -146,27 +146,21 @@ pub async fn start_tcp<F: SinkFactory>(
 
 /// `requested` (0: unlimited) lowered to the descriptor limit less the reserve.
 fn effective_max_connections(requested: usize) -> usize {
-    let requested = if requested == 0 {
-        usize::MAX
-    } else {
-        requested
-    };
-    match descriptor_limit() {
-        Ok(limit) => {
-            let room = connection_room(limit.soft);
-            if (requested as u64) > room {
-                tracing::info!(
-                    requested,
-                    descriptor_limit = limit.soft,
-                    max_connections = room,
-                    "statsd TCP connections limited by the descriptor limit, less a reserve for HTTP and the other listeners"
-                );
-            }
-            usize::try_from(room).map_or(requested, |room| requested.min(room))
-        }
+    let Ok(limit) = descriptor_limit() else {
         // Cannot happen on Linux; keep the asked-for limit.
-        Err(_) => requested,
+        return requested;
+    };
+    let room = usize::try_from(connection_room(limit.soft)).unwrap_or(usize::MAX);
+    if requested != 0 && requested <= room {
+        return requested;
     }
+    tracing::info!(
+        requested,
+        descriptor_limit = limit.soft,
+        max_connections = room,
+        "statsd TCP connections limited by the descriptor limit, less a reserve for HTTP and the other listeners"
+    );
+    room
 }
 
 /// Raises the soft descriptor limit (`RLIMIT_NOFILE`) to the hard limit, and logs the limit
@@ -185,16 +179,22 @@ pub fn raise_descriptor_limit() {
             return;
         }
     };
-    if limit.soft < limit.hard
-        && let Err(err) = set_descriptor_limit(limit.hard, limit.hard)
-    {
-        tracing::warn!(soft = limit.soft, hard = limit.hard, error = %err, "cannot raise the descriptor limit (RLIMIT_NOFILE) to its hard limit");
+    if limit.soft >= limit.hard {
         return;
     }
-    tracing::info!(
-        descriptor_limit = limit.hard.max(limit.soft),
-        "descriptor limit (RLIMIT_NOFILE) raised to its hard limit"
-    );
+    match set_descriptor_limit(limit.hard, limit.hard) {
+        Ok(()) => tracing::info!(
+            from = limit.soft,
+            to = limit.hard,
+            "descriptor limit (RLIMIT_NOFILE) raised to its hard limit"
+        ),
+        Err(err) => tracing::warn!(
+            soft = limit.soft,
+            hard = limit.hard,
+            error = %err,
+            "cannot raise the descriptor limit (RLIMIT_NOFILE) to its hard limit"
+        ),
+    }
 }
 
 /// The descriptors statsd TCP connections may use under a soft limit of `soft`.
@@ -508,6 +508,16 @@ mod tests {
 
     fn lines(ls: &[&str]) -> Vec<Vec<u8>> {
         ls.iter().map(|l| l.as_bytes().to_vec()).collect()
+    }
+
+    #[test]
+    fn the_descriptor_reserve_is_256_or_half_a_small_limit() {
+        assert_eq!(connection_room(1_048_576), 1_048_576 - 256);
+        assert_eq!(connection_room(1024), 768);
+        assert_eq!(connection_room(512), 256);
+        assert_eq!(connection_room(128), 64);
+        assert_eq!(connection_room(1), 1);
+        assert_eq!(connection_room(0), 0);
     }
 
     #[test]
