@@ -6,11 +6,11 @@
 
 use std::sync::Arc;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use statsgate::line::Dialects;
 use statsgate::mapping::{CacheOptions, LiveMapper, Mapper, Profile};
 use statsgate::store::{Store, StoreOptions};
-use statsgate::worker::{Worker, Workers};
+use statsgate::worker::{SampleLimits, Worker, Workers};
 
 const DATAGRAM_BYTES: usize = 1400;
 
@@ -144,5 +144,44 @@ fn pipeline(c: &mut Criterion) {
     bench_datagrams(c, "10k_timers_summary", pack(&timers));
 }
 
-criterion_group!(benches, pipeline);
+/// The first sight of one line carrying many distinct tags: what each line of a flood of
+/// distinct tagged lines costs. A fresh worker per iteration, so nothing is remembered. With
+/// the default limits the line is refused after 64 tags; without them every tag is decoded
+/// and deduplicated (linear in the tag count).
+fn first_sight(c: &mut Criterion) {
+    let mut g = c.benchmark_group("first_sight");
+    for tags in [1000usize, 6000] {
+        let list: Vec<String> = (0..tags).map(|i| format!("k{i}:v{i}")).collect();
+        let line = format!("t:1|c|#{}", list.join(","));
+        for (id, limits) in [
+            ("default_limits", SampleLimits::default()),
+            ("no_limits", SampleLimits::UNLIMITED),
+        ] {
+            g.bench_function(format!("{tags}_tags_{id}"), |b| {
+                b.iter_batched(
+                    || {
+                        let store = Arc::new(Store::new(StoreOptions::default()));
+                        let mapper = Mapper::empty(CacheOptions::default());
+                        Workers::new(
+                            store,
+                            Arc::new(LiveMapper::new(mapper)),
+                            Dialects::default(),
+                            Profile::Statsd,
+                        )
+                        .with_limits(limits)
+                        .worker()
+                    },
+                    |mut w| {
+                        w.line(line.as_bytes());
+                        w
+                    },
+                    BatchSize::SmallInput,
+                )
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, pipeline, first_sight);
 criterion_main!(benches);

@@ -20,10 +20,12 @@
 //! leaves no empty family behind. When TTL expiry frees room, [`Store::room_epoch`] moves
 //! and holders of a refusal try again.
 //!
-//! Expiry never sorts and never waits for a scrape: a pass walks the shards, skips a family
-//! without TTL series at the cost of one load, and runs only once the earliest deadline it
-//! knows of has passed (at most every [`MIN_EXPIRY_PASS_INTERVAL_MS`]). The coarse clock
-//! ticks on a thread of its own, so a long pass cannot hold time still.
+//! Expiry never sorts and never waits for a scrape. Each shard and each family keeps a lower
+//! bound of its series' deadlines; a pass runs only once the earliest has passed (at most
+//! every [`MIN_EXPIRY_PASS_INTERVAL_MS`]), walks only the shards where one has, and looks
+//! into only the families where one has, so a series with a short TTL among millions with
+//! long ones (or none) is found in a few milliseconds. The coarse clock ticks on a thread
+//! of its own, so a long pass cannot hold time still.
 
 pub mod clock;
 mod index;
@@ -166,8 +168,11 @@ pub struct Family {
     observer: Option<ObserverOptions>,
     style: TextStyle,
     series: RwLock<SeriesIndex>,
-    /// How many of its series have a TTL: expiry skips the family while this is 0.
-    ttl_series: AtomicUsize,
+    /// No series of the family can have expired at or before this coarse time (`u64::MAX`:
+    /// none has a TTL, as far as the last look knew). Creators lower it; expiry passes
+    /// skip the family until it has passed and then recompute it. Updates only push
+    /// deadlines later, so it stays a lower bound.
+    next_deadline: AtomicU64,
     /// Set when expiry removed the family from its shard; creators then retry.
     removed: AtomicBool,
 }
@@ -343,6 +348,19 @@ pub struct Store {
     /// The earliest known coarse time after which some series may have expired
     /// (`u64::MAX`: none known). Lowered by creators, recomputed by each pass.
     next_expiry_ms: AtomicU64,
+    /// The same per shard, so a pass walks only the shards where something is due.
+    shard_next_expiry: Box<[AtomicU64]>,
+}
+
+/// What one expiry pass did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct ExpiryPass {
+    /// Series removed.
+    expired: usize,
+    /// Families whose series were looked at (the rest were skipped on their deadline).
+    families_checked: usize,
+    /// Shards walked (the rest were skipped on their deadline).
+    shards_walked: usize,
 }
 
 fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -381,6 +399,7 @@ impl Store {
             families_by_type: Default::default(),
             room_epoch: AtomicU64::new(0),
             next_expiry_ms: AtomicU64::new(u64::MAX),
+            shard_next_expiry: (0..n).map(|_| AtomicU64::new(u64::MAX)).collect(),
             families_generation: AtomicU64::new(1),
             sorted_families: Mutex::new((0, Arc::from(Vec::new()))),
         }
@@ -426,9 +445,13 @@ impl Store {
         })
     }
 
-    fn shard(&self, name: &str) -> &Shard {
+    fn shard_index(&self, name: &str) -> usize {
         let h = self.hasher.hash_one(name) as usize;
-        &self.shards[h & (self.shards.len() - 1)]
+        h & (self.shards.len() - 1)
+    }
+
+    fn shard(&self, name: &str) -> &Shard {
+        &self.shards[self.shard_index(name)]
     }
 
     fn family(&self, name: &str) -> Option<Arc<Family>> {
@@ -492,8 +515,12 @@ impl Store {
             map.insert(labels, series.clone());
             slot.take();
             if let Some(deadline) = series.deadline() {
+                // Under the family's write lock, so a pass looking into the family either
+                // sees the series or runs after these.
                 self.ttl_series.fetch_add(1, Ordering::Relaxed);
-                family.ttl_series.fetch_add(1, Ordering::Relaxed);
+                family.next_deadline.fetch_min(deadline, Ordering::Relaxed);
+                self.shard_next_expiry[self.shard_index(spec.name)]
+                    .fetch_min(deadline, Ordering::Relaxed);
                 self.next_expiry_ms.fetch_min(deadline, Ordering::Relaxed);
             }
             return Ok(series);
@@ -599,7 +626,7 @@ impl Store {
             observer,
             style: spec.style,
             series: RwLock::new(SeriesIndex::default()),
-            ttl_series: AtomicUsize::new(0),
+            next_deadline: AtomicU64::new(u64::MAX),
             removed: AtomicBool::new(false),
         });
         write(self.shard(spec.name)).insert(family.name.clone(), family.clone());
@@ -633,74 +660,105 @@ impl Store {
 
     /// Removes every series whose TTL ran out (`last_update + ttl < now`, as
     /// statsd_exporter), and families left empty. Returns how many series expired. Costs
-    /// nothing while no series has a TTL; otherwise one walk of the shards, in shard order
-    /// (no sort), looking into families that hold TTL series only.
+    /// nothing while no series has a TTL; otherwise it walks, in shard order (no sort), the
+    /// shards where a deadline has passed, and looks into the families where one has.
     pub fn expire(&self) -> usize {
-        // Creators lower it during the pass; what survives the pass is folded in at the end.
+        self.expire_pass().expired
+    }
+
+    fn expire_pass(&self) -> ExpiryPass {
+        let mut pass = ExpiryPass::default();
+        // Creators lower these during the pass; what survives is folded in as it is found.
         self.next_expiry_ms.store(u64::MAX, Ordering::Relaxed);
         if self.ttl_series.load(Ordering::Relaxed) == 0 {
-            return 0;
+            return pass;
         }
         let now = self.clock.now_ms();
         let mut next = u64::MAX;
-        let mut removed = 0;
         let mut stale_families: Vec<Arc<Family>> = Vec::new();
-        for shard in self.shards.iter() {
+        for (shard, shard_next) in self.shards.iter().zip(self.shard_next_expiry.iter()) {
+            let due = shard_next.load(Ordering::Relaxed);
+            if now <= due {
+                next = next.min(due);
+                continue;
+            }
+            pass.shards_walked += 1;
+            shard_next.store(u64::MAX, Ordering::Relaxed);
+            let mut survivors = u64::MAX;
             {
                 // Held while the shard's families are looked at: it only delays the creation
                 // of a new family in this shard, never an update.
                 let map = read(shard);
                 for family in map.values() {
-                    if family.ttl_series.load(Ordering::Relaxed) == 0 {
+                    let due = family.next_deadline.load(Ordering::Relaxed);
+                    if now <= due {
+                        survivors = survivors.min(due);
                         continue;
                     }
+                    pass.families_checked += 1;
+                    family.next_deadline.store(u64::MAX, Ordering::Relaxed);
                     let mut stale = false;
+                    let mut family_next = u64::MAX;
                     read(&family.series).for_each(|_, s| match s.deadline() {
                         Some(d) if d < now => stale = true,
-                        Some(d) => next = next.min(d),
+                        Some(d) => family_next = family_next.min(d),
                         None => {}
                     });
+                    family
+                        .next_deadline
+                        .fetch_min(family_next, Ordering::Relaxed);
+                    survivors = survivors.min(family_next);
                     if stale {
                         stale_families.push(family.clone());
                     }
                 }
             }
             for family in stale_families.drain(..) {
-                removed += self.remove_stale(&family, now);
+                let (expired, kept) = self.remove_stale(&family, now);
+                pass.expired += expired;
+                survivors = survivors.min(kept);
             }
+            shard_next.fetch_min(survivors, Ordering::Relaxed);
+            next = next.min(survivors);
         }
         self.next_expiry_ms.fetch_min(next, Ordering::Relaxed);
-        if removed > 0 {
+        if pass.expired > 0 {
             self.room_epoch.fetch_add(1, Ordering::Release);
         }
-        removed
+        pass
     }
 
     /// Removes `family`'s series that are expired at `now`, and the family when that empties
-    /// it. Returns how many series went.
-    fn remove_stale(&self, family: &Arc<Family>, now: u64) -> usize {
-        let expired = |s: &Series| s.deadline().is_some_and(|d| d < now);
+    /// it. Returns how many series went, and the earliest deadline of those that stay (also
+    /// folded into the family's bound).
+    fn remove_stale(&self, family: &Arc<Family>, now: u64) -> (usize, u64) {
         let mut stale: Vec<Labels> = Vec::new();
-        read(&family.series).for_each(|k, s| {
-            if expired(s) {
-                stale.push(k.clone());
-            }
+        let mut kept = u64::MAX;
+        // Found under the read lock, removed under the write lock, so creators and scrapes
+        // of a large family wait only for the removals.
+        read(&family.series).for_each(|k, s| match s.deadline() {
+            Some(d) if d < now => stale.push(k.clone()),
+            Some(d) => kept = kept.min(d),
+            None => {}
         });
         let mut removed = 0;
         let mut map = write(&family.series);
         for k in stale {
-            // Checked again under the write lock: an update may have come in between.
-            if let Some(s) = map.get(&k)
-                && expired(s)
-            {
-                s.dead.store(true, Ordering::Release);
-                map.remove(&k);
-                removed += 1;
-                self.series_count.fetch_sub(1, Ordering::Relaxed);
-                self.ttl_series.fetch_sub(1, Ordering::Relaxed);
-                family.ttl_series.fetch_sub(1, Ordering::Relaxed);
+            let Some(s) = map.get(&k) else { continue };
+            match s.deadline() {
+                Some(d) if d < now => {
+                    s.dead.store(true, Ordering::Release);
+                    map.remove(&k);
+                    removed += 1;
+                    self.series_count.fetch_sub(1, Ordering::Relaxed);
+                    self.ttl_series.fetch_sub(1, Ordering::Relaxed);
+                }
+                // Updated since it was found.
+                Some(d) => kept = kept.min(d),
+                None => {}
             }
         }
+        family.next_deadline.fetch_min(kept, Ordering::Relaxed);
         if map.is_empty() {
             // Marked under the family lock, so a creator holding that lock either
             // inserted before (map not empty) or sees the mark and retries.
@@ -718,7 +776,7 @@ impl Store {
                     .fetch_sub(1, Ordering::Relaxed);
             }
         }
-        removed
+        (removed, kept)
     }
 
     /// True when a series may have expired since the last pass: the earliest deadline known
@@ -809,16 +867,18 @@ impl ExpirySchedule {
         }
         self.last_pass_ms = Some(now);
         let started = std::time::Instant::now();
-        let expired = store.expire();
-        if expired > 0 {
+        let pass = store.expire_pass();
+        if pass.expired > 0 {
             tracing::debug!(
-                expired,
+                expired = pass.expired,
                 series = store.series_count(),
+                shards_walked = pass.shards_walked,
+                families_checked = pass.families_checked,
                 took_ms = started.elapsed().as_millis() as u64,
                 "TTL expiry pass"
             );
         }
-        expired
+        pass.expired
     }
 }
 

@@ -430,3 +430,48 @@ fn totals_never_become_infinite_or_wrap() {
     assert_eq!(cum, vec![0, u64::MAX], "saturates instead of wrapping");
     assert_eq!(sum, 2.0 * f64::from(u32::MAX) + 10.0);
 }
+
+#[test]
+fn a_pass_looks_only_where_a_deadline_has_passed() {
+    let s = store();
+    for i in 0..20_000 {
+        let name = format!("long{i}");
+        let mut long = spec(&name, SeriesKind::Counter, &[]);
+        long.ttl = Duration::from_secs(600);
+        s.resolve(&long).unwrap();
+    }
+    let mut short = spec("short", SeriesKind::Counter, &[]);
+    short.ttl = Duration::from_secs(2);
+    s.resolve(&short).unwrap();
+    s.clock().advance(2001);
+    let pass = s.expire_pass();
+    assert_eq!(
+        pass,
+        ExpiryPass {
+            expired: 1,
+            families_checked: 1,
+            shards_walked: 1
+        }
+    );
+    assert_eq!(s.expire_pass(), ExpiryPass::default(), "nothing due");
+    s.clock().advance(600_000);
+    assert_eq!(s.expire_pass().expired, 20_000);
+    assert!(s.families().is_empty());
+}
+
+#[test]
+fn an_update_moves_a_family_deadline_and_the_series_is_still_expired_later() {
+    let s = store();
+    let mut t = spec("t", SeriesKind::Counter, &[]);
+    t.ttl = Duration::from_secs(1);
+    let series = s.resolve(&t).unwrap();
+    s.clock().advance(900);
+    series.touch(s.clock().now_ms());
+    s.clock().advance(101);
+    assert!(s.expiry_due(s.clock().now_ms()));
+    assert_eq!(s.expire(), 0, "updated at 900: lives until 1900");
+    assert!(!s.expiry_due(s.clock().now_ms()));
+    s.clock().advance(900);
+    assert!(s.expiry_due(s.clock().now_ms()));
+    assert_eq!(s.expire(), 1);
+}
