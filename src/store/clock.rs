@@ -6,7 +6,11 @@
 //! Tests drive the clock by hand.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// How often a real clock is ticked (by the store's `statsgate-clock` thread): the most a
+/// stamp can lag real time.
+pub const TICK: Duration = Duration::from_millis(100);
 
 /// Milliseconds since the clock's origin, advanced by [`CoarseClock::tick`] or set by tests.
 #[derive(Debug)]
@@ -39,6 +43,16 @@ impl CoarseClock {
     #[inline]
     pub fn now_ms(&self) -> u64 {
         self.now_ms.load(Ordering::Relaxed)
+    }
+
+    /// How far behind real time a reading may be: [`TICK`] for a real clock, 0 for a manual
+    /// one. Expiry waits this much longer, so a series never expires before its TTL.
+    pub fn lag_ms(&self) -> u64 {
+        if self.manual {
+            0
+        } else {
+            TICK.as_millis() as u64
+        }
     }
 
     /// Catches up with real time (no-op for a manual clock).

@@ -254,7 +254,9 @@ pub const DEFAULT_MAX_SERIES_PER_METRIC: usize = 100_000;
 
 /// The shortest time between two expiry passes, so a store whose deadlines are spread
 /// evenly (a flood of names with a TTL) is walked twice a second rather than on every tick.
-/// A TTL therefore ends within `ttl + MIN_EXPIRY_PASS_INTERVAL_MS` + a clock tick + a pass.
+/// A series expires no sooner than its TTL, and no later than two clock ticks, a
+/// maintenance tick and a pass after it (up to this interval more when passes follow each
+/// other).
 pub const MIN_EXPIRY_PASS_INTERVAL_MS: u64 = 500;
 
 /// How a [`Store`] is built.
@@ -514,7 +516,7 @@ impl Store {
             let series = Arc::new(self.new_series(&family, labels.clone(), spec.ttl));
             map.insert(labels, series.clone());
             slot.take();
-            if let Some(deadline) = series.deadline() {
+            if let Some(deadline) = series.deadline(self.clock.lag_ms()) {
                 // Under the family's write lock, so a pass looking into the family either
                 // sees the series or runs after these.
                 self.ttl_series.fetch_add(1, Ordering::Relaxed);
@@ -659,7 +661,8 @@ impl Store {
     }
 
     /// Removes every series whose TTL ran out (`last_update + ttl < now`, as
-    /// statsd_exporter), and families left empty. Returns how many series expired. Costs
+    /// statsd_exporter, with the clock's lag added so none goes early), and families left
+    /// empty. Returns how many series expired. Costs
     /// nothing while no series has a TTL; otherwise it walks, in shard order (no sort), the
     /// shards where a deadline has passed, and looks into the families where one has.
     pub fn expire(&self) -> usize {
@@ -674,6 +677,7 @@ impl Store {
             return pass;
         }
         let now = self.clock.now_ms();
+        let lag = self.clock.lag_ms();
         let mut next = u64::MAX;
         let mut stale_families: Vec<Arc<Family>> = Vec::new();
         for (shard, shard_next) in self.shards.iter().zip(self.shard_next_expiry.iter()) {
@@ -699,7 +703,7 @@ impl Store {
                     family.next_deadline.store(u64::MAX, Ordering::Relaxed);
                     let mut stale = false;
                     let mut family_next = u64::MAX;
-                    read(&family.series).for_each(|_, s| match s.deadline() {
+                    read(&family.series).for_each(|_, s| match s.deadline(lag) {
                         Some(d) if d < now => stale = true,
                         Some(d) => family_next = family_next.min(d),
                         None => {}
@@ -736,7 +740,8 @@ impl Store {
         let mut kept = u64::MAX;
         // Found under the read lock, removed under the write lock, so creators and scrapes
         // of a large family wait only for the removals.
-        read(&family.series).for_each(|k, s| match s.deadline() {
+        let lag = self.clock.lag_ms();
+        read(&family.series).for_each(|k, s| match s.deadline(lag) {
             Some(d) if d < now => stale.push(k.clone()),
             Some(d) => kept = kept.min(d),
             None => {}
@@ -745,7 +750,7 @@ impl Store {
         let mut map = write(&family.series);
         for k in stale {
             let Some(s) = map.get(&k) else { continue };
-            match s.deadline() {
+            match s.deadline(lag) {
                 Some(d) if d < now => {
                     s.dead.store(true, Ordering::Release);
                     map.remove(&k);
@@ -786,10 +791,6 @@ impl Store {
     }
 }
 
-/// How often the coarse clock catches up with real time: the precision of TTLs and of
-/// summary windows.
-const CLOCK_TICK: Duration = Duration::from_millis(100);
-
 /// How often the maintenance thread looks whether an expiry pass is due.
 const MAINTENANCE_TICK: Duration = Duration::from_millis(100);
 
@@ -822,7 +823,7 @@ impl Maintenance {
                 .name("statsgate-clock".into())
                 .spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
-                        std::thread::sleep(CLOCK_TICK);
+                        std::thread::sleep(clock::TICK);
                         store.clock.tick();
                     }
                 })?

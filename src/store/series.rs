@@ -206,12 +206,19 @@ impl Series {
         &self.labels
     }
 
-    /// The coarse time after which the series has expired, if it has a TTL.
+    /// The coarse time after which the series has expired, if it has a TTL: `ttl` after
+    /// its last update, plus `lag`, the most its stamp may lag real time
+    /// ([`super::CoarseClock::lag_ms`]), so it never expires early.
     #[inline]
-    pub(crate) fn deadline(&self) -> Option<u64> {
+    pub(crate) fn deadline(&self, lag: u64) -> Option<u64> {
         match self.ttl_ms.load(Ordering::Relaxed) {
             0 => None,
-            ttl => Some(self.last_update.load(Ordering::Relaxed).saturating_add(ttl)),
+            ttl => Some(
+                self.last_update
+                    .load(Ordering::Relaxed)
+                    .saturating_add(ttl)
+                    .saturating_add(lag),
+            ),
         }
     }
 

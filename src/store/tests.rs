@@ -475,3 +475,16 @@ fn an_update_moves_a_family_deadline_and_the_series_is_still_expired_later() {
     assert!(s.expiry_due(s.clock().now_ms()));
     assert_eq!(s.expire(), 1);
 }
+
+#[test]
+fn a_real_clock_delays_deadlines_by_its_lag() {
+    assert_eq!(CoarseClock::manual().lag_ms(), 0);
+    assert_eq!(CoarseClock::real().lag_ms(), clock::TICK.as_millis() as u64);
+    let s = Series::counter(Arc::from(Vec::new()), 1000, 2000);
+    assert_eq!(s.deadline(0), Some(3000));
+    assert_eq!(s.deadline(100), Some(3100));
+    assert_eq!(
+        Series::counter(Arc::from(Vec::new()), 1000, 0).deadline(100),
+        None
+    );
+}

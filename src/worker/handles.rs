@@ -19,19 +19,20 @@ use crate::store::{SeriesRef, Store};
 
 use super::limits::{DropReason, ValueError};
 
-/// Upper bounds on remembered keys that lead to a series, per worker, in number and in key
-/// bytes; beyond either the worker starts afresh, so a flood of distinct names cannot grow
-/// memory without bound. The count matches the default `--statsd.max-series`, so a worker
-/// that sees every series of a full store keeps them all.
+/// Upper bounds on remembered keys per worker, in number and in key bytes; beyond either the
+/// worker starts afresh, so a flood of distinct names cannot grow memory without bound. The
+/// count matches the default `--statsd.max-series`, so a worker that sees every series of a
+/// full store keeps them all.
 const MAX_ENTRIES: usize = 1 << 20;
 const MAX_KEY_BYTES: usize = 256 << 20;
 
-/// Bounds on remembered keys that lead to no series (drops, conflicts, limits). A flood of
-/// new names beyond a limit makes one such key per line, so they live in a table of their
-/// own, small and forgotten wholesale when full: the table of series handles neither grows
-/// nor loses its entries because of them.
-const MAX_NEGATIVE_ENTRIES: usize = 1 << 14;
-const MAX_NEGATIVE_KEY_BYTES: usize = 4 << 20;
+/// Bounds on remembered keys that a limit refused. A flood of new names beyond a limit makes
+/// one such key per line, so they live in a table of their own, small and forgotten
+/// wholesale when full: the table of series handles (and of mapping drops and conflicts,
+/// which a healthy Istio mesh has by the thousand and sends every flush) neither grows nor
+/// loses its entries because of them.
+const MAX_REFUSED_ENTRIES: usize = 1 << 14;
+const MAX_REFUSED_KEY_BYTES: usize = 4 << 20;
 
 /// The first key byte of a line shape; identities use their kind index (0..=2).
 pub(super) const SHAPE_TAG: u8 = 3;
@@ -82,9 +83,9 @@ impl Resolution {
         }
     }
 
-    /// Whether the key leads to a series (worth keeping over keys that lead nowhere).
-    fn is_positive(&self) -> bool {
-        matches!(self.outcome, Outcome::Series { .. })
+    /// Whether a limit refused the key (the first to forget when memory is bounded).
+    fn is_refusal(&self) -> bool {
+        matches!(self.outcome, Outcome::Limited { .. })
     }
 }
 
@@ -185,13 +186,13 @@ impl Keys {
     }
 }
 
-/// Every key a worker has resolved, with its resolution: keys that lead to a series in
-/// one table, keys that lead nowhere in another, each bounded. Seeded hashing: keys come
-/// from the network.
+/// Every key a worker has resolved, with its resolution: keys a limit refused in a small
+/// table, all others in the main one, each bounded. Seeded hashing: keys come from the
+/// network.
 #[derive(Debug, Default)]
 pub(super) struct HandleTable {
-    positive: Keys,
-    negative: Keys,
+    main: Keys,
+    refused: Keys,
     hasher: foldhash::fast::RandomState,
 }
 
@@ -208,12 +209,12 @@ impl HandleTable {
         h.finish()
     }
 
-    /// The entry for `key`; a key that leads to a series is found with one probe.
+    /// The entry for `key`; one probe unless a limit refused the key.
     #[inline]
     pub(super) fn get(&self, hash: u64, key: Key<'_>) -> Option<&Entry> {
-        match self.positive.get(hash, key) {
+        match self.main.get(hash, key) {
             Some(e) => Some(e),
-            None => self.negative.get(hash, key),
+            None => self.refused.get(hash, key),
         }
     }
 
@@ -225,31 +226,31 @@ impl HandleTable {
         res: Resolution,
         replay: Option<Replay>,
     ) -> &Entry {
-        self.positive.remove(hash, key);
-        self.negative.remove(hash, key);
-        let positive = res.is_positive();
+        self.main.remove(hash, key);
+        self.refused.remove(hash, key);
+        let refusal = res.is_refusal();
         let entry = Entry {
             key: key.to_boxed(),
             hash,
             res,
             replay,
         };
-        if positive {
-            self.positive.insert(entry, MAX_ENTRIES, MAX_KEY_BYTES)
+        if refusal {
+            self.refused
+                .insert(entry, MAX_REFUSED_ENTRIES, MAX_REFUSED_KEY_BYTES)
         } else {
-            self.negative
-                .insert(entry, MAX_NEGATIVE_ENTRIES, MAX_NEGATIVE_KEY_BYTES)
+            self.main.insert(entry, MAX_ENTRIES, MAX_KEY_BYTES)
         }
     }
 
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
-        self.positive.table.len() + self.negative.table.len()
+        self.main.table.len() + self.refused.table.len()
     }
 
     pub(super) fn clear(&mut self) {
-        self.positive.clear();
-        self.negative.clear();
+        self.main.clear();
+        self.refused.clear();
     }
 }
 

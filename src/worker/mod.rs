@@ -31,15 +31,15 @@ use crate::line::{
     split_for_replay,
 };
 use crate::logging::LogLimiter;
-
 use crate::mapping::{Action, LiveMapper, Mapper, Profile};
 use crate::store::Store;
 use crate::telemetry::catalog;
-pub use limits::SampleLimits;
 
 use counts::{BatchCounts, CountHandles, kind_index};
 use handles::{HandleTable, Key, Outcome, Replay, Resolution, SHAPE_TAG};
-use limits::checked_value;
+use limits::{ValueError, checked_value};
+
+pub use limits::SampleLimits;
 
 /// State shared by every worker: the store, the mapper in force, the tag dialects and the
 /// naming profile. The listeners' [`SinkFactory`]: it makes a [`Worker`] per receive thread
@@ -181,7 +181,7 @@ fn apply(res: &Resolution, ev: Event, shared: &Shared, c: &mut BatchCounts) {
                 series.touch(now);
             } else {
                 // The running total or `_sum` would have left the finite range.
-                c.refused(limits::ValueError::NonFinite, events);
+                c.refused(ValueError::NonFinite, events);
             }
         }
         Outcome::Dropped => {}

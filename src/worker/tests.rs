@@ -361,7 +361,26 @@ fn tags_that_escape_alike_are_a_tag_error_and_the_later_wins() {
 }
 
 #[test]
-fn keys_that_lead_nowhere_are_forgotten_first() {
+fn mapping_drops_and_conflicts_stay_remembered_however_many() {
+    let mut w = limited_worker(StoreOptions::default(), SampleLimits::default());
+    let mapper = Mapper::from_yaml(
+        "mappings:\n- match: drop.*\n  name: x\n  action: drop\n",
+        CacheOptions::default(),
+    )
+    .unwrap();
+    w.shared.mapper.replace(mapper);
+    for pass in 0..2 {
+        for i in 0..20_000 {
+            w.line(format!("drop.n{i}:1|c").as_bytes());
+            w.line(format!("conflict{i}:1|{}", ["c", "g"][pass]).as_bytes());
+        }
+        // The first pass keeps 20k drops and 20k counters; the second adds 20k conflicts.
+        assert_eq!(w.handles.len(), 40_000 + 20_000 * pass, "pass {pass}");
+    }
+}
+
+#[test]
+fn keys_a_limit_refused_are_forgotten_first() {
     let mut w = limited_worker(max_series(100), SampleLimits::default());
     for i in 0..100 {
         w.line(format!("kept{i}:1|c").as_bytes());
