@@ -106,13 +106,11 @@ fn run(flags: Flags) -> Result<()> {
     }
     let web = parse_listen_address(&flags.web_listen_address).context("--web.listen-address")?;
     let remote_write_options = flags.remote_write.options()?;
-    let relay = match &flags.statsd_relay_address {
-        Some(addr) => Some(
-            RelayTarget::new(addr, flags.statsd_relay_packet_length)
-                .context("--statsd.relay.address")?,
-        ),
-        None => None,
-    };
+    let relay_targets = RelayTarget::all(
+        &flags.statsd_relay_address,
+        flags.statsd_relay_packet_length,
+    )
+    .context("--statsd.relay.address")?;
 
     let telemetry = Telemetry::install()?;
     ingest::raise_descriptor_limit();
@@ -128,10 +126,16 @@ fn run(flags: Flags) -> Result<()> {
         flags.profile()?,
     )
     .with_limits(flags.sample_limits());
-    if let Some(target) = &relay {
-        info!(target = %target.label, "relaying every received line");
+    match relay_targets.as_slice() {
+        [] => {}
+        [target] => info!(target = %target.label, "relaying every received line"),
+        targets => {
+            let labels: Vec<&str> = targets.iter().map(|t| t.label.as_str()).collect();
+            info!(targets = %labels.join(","), "sharding received lines over the relay targets by series");
+        }
     }
-    let sinks = Arc::new(Relayed::new(workers, relay));
+    let dialects = workers.dialects();
+    let sinks = Arc::new(Relayed::new(workers, relay_targets).with_dialects(dialects));
     let maintenance =
         Maintenance::start(store.clone()).context("starting the maintenance thread")?;
     let remote_write = remote_write_options

@@ -300,9 +300,11 @@ pub struct Flags {
     #[arg(long = "statsd.parse-signalfx-tags", action = ArgAction::Set, num_args = 0..=1, default_value = "true", default_missing_value = "true", value_name = "BOOL")]
     pub parse_signalfx_tags: bool,
 
-    /// The UDP address to relay every received line to, unmodified (host:port).
-    #[arg(long = "statsd.relay.address", value_name = "ADDR")]
-    pub statsd_relay_address: Option<String>,
+    /// The UDP address to relay every received line to, unmodified (host:port). Repeatable:
+    /// with several, each line goes to one of them, chosen by a consistent hash of its series
+    /// (name and tags), so each target owns its series.
+    #[arg(long = "statsd.relay.address", value_name = "ADDR", action = ArgAction::Append)]
+    pub statsd_relay_address: Vec<String>,
 
     /// Maximum relay output packet length in bytes.
     #[arg(
@@ -575,6 +577,19 @@ mod tests {
         assert_eq!(f.statsd_unixsocket_mode, 0o600);
         let f = parse(&["--statsd.parse-influxdb-tags=false"]).unwrap();
         assert!(!f.parse_influxdb_tags);
+    }
+
+    #[test]
+    fn the_relay_address_repeats_in_order() {
+        assert!(parse(&[]).unwrap().statsd_relay_address.is_empty());
+        let f = parse(&[
+            "--statsd.relay.address=b:9125",
+            "-statsd.relay.address=a:9125",
+            "--statsd.relay.address",
+            "c:9125",
+        ])
+        .unwrap();
+        assert_eq!(f.statsd_relay_address, ["b:9125", "a:9125", "c:9125"]);
     }
 
     #[test]

@@ -18,7 +18,8 @@
 //!
 //! Files: `udp.rs`, `tcp.rs`, `unixgram.rs` (one listener each), `batch.rs` (the datagram
 //! receive loop), `socket.rs` (socket setup they share), `sys.rs` (every `unsafe` system
-//! call), `relay.rs` (a sink decorator that relays lines to another statsd server).
+//! call), `relay.rs` (a sink decorator that relays lines to other statsd servers; with several
+//! it reads each line's series, through [`crate::line`], to pick the one that owns it).
 
 mod batch;
 mod relay;

@@ -291,6 +291,13 @@ impl<'a> Tags<'a> {
     ) -> Option<TagCounts> {
         tags::decode_within(self, max_tags, f)
     }
+
+    /// Every valid tag as [`decode`](Self::decode) finds them and in its order, calling
+    /// `f(key, value)` with the key as sent (not escaped), so nothing is allocated. For callers
+    /// that need the tags only to tell series apart, such as the relay choosing a target.
+    pub fn for_each_raw(&self, f: impl FnMut(&'a str, &'a str)) -> TagCounts {
+        tags::walk(self, f)
+    }
 }
 
 mod float;

@@ -240,6 +240,21 @@ pub(super) fn decode_within<'a>(
     max_tags: usize,
     mut f: impl FnMut(&'a str, Cow<'a, str>, &'a str),
 ) -> Option<TagCounts> {
+    walk_within(tags, max_tags, |k, v| f(k, escape_metric_name(k), v))
+}
+
+/// Every valid tag as sent, `f(raw_key, value)`, by [`decode`]'s walk and in its order.
+pub(super) fn walk<'a>(tags: &Tags<'a>, f: impl FnMut(&'a str, &'a str)) -> TagCounts {
+    walk_within(tags, usize::MAX, f).unwrap_or_default()
+}
+
+/// The walk behind [`decode_within`] and [`walk`]: keys are handed out as sent, so it
+/// allocates nothing.
+fn walk_within<'a>(
+    tags: &Tags<'a>,
+    max_tags: usize,
+    mut f: impl FnMut(&'a str, &'a str),
+) -> Option<TagCounts> {
     let mut budget = max_tags;
     let split = split_name(tags.name_section, &tags.dialects);
     let mut counts = TagCounts {
@@ -247,17 +262,13 @@ pub(super) fn decode_within<'a>(
         errors: u32::from(split.bad_bracket),
     };
     if let Some(list) = split.list {
-        let name_tags = for_each_tag_within(list, b'=', false, &mut budget, |k, v| {
-            f(k, escape_metric_name(k), v)
-        })?;
+        let name_tags = for_each_tag_within(list, b'=', false, &mut budget, &mut f)?;
         add(&mut counts, name_tags);
     }
 
     if let Some(section) = tags.dogstatsd {
         let mut dog = |list: &'a str, budget: &mut usize| {
-            for_each_tag_within(list, b':', true, budget, |k, v| {
-                f(k, escape_metric_name(k), v)
-            })
+            for_each_tag_within(list, b':', true, budget, &mut f)
         };
         if tags.dialects.dogstatsd_tags_last {
             add(&mut counts, dog(section, &mut budget)?);
@@ -294,7 +305,7 @@ pub(super) fn decode_within<'a>(
     // lets whichever of `c:id` and a `#container_id:` tag comes later win.)
     if let Some(id) = tags.container_id {
         budget.checked_sub(1)?;
-        f("container_id", Cow::Borrowed("container_id"), id);
+        f("container_id", id);
         counts.labels += 1;
     }
     Some(counts)
@@ -470,6 +481,15 @@ mod tests {
             pairs(&[("a", "1"), ("b", "2"), ("container_id", "id")])
         );
         assert_eq!(counts.labels, 3);
+    }
+
+    #[test]
+    fn the_raw_walk_is_the_decode_with_keys_as_sent() {
+        let t = tags("foo,a.b=1,,c=2", Some("d-e:3|@0.5|#f:4"), Some("id"));
+        let mut raw = Vec::new();
+        let counts = walk(&t, |k, v| raw.push(format!("{k}={v}")));
+        assert_eq!(raw, ["a.b=1", "c=2", "d-e=3", "f=4", "container_id=id"]);
+        assert_eq!(counts, collect(&t).1);
     }
 
     #[test]

@@ -148,6 +148,8 @@ families! { RECORDED:
         "The number of configuration reloads.";
     LOADED_MAPPINGS: Gauge "statsd_exporter_loaded_mappings" []
         "The current number of configured metric mappings.";
+    // One series per `--statsd.relay.address`, labelled with the address as given (so as
+    // many as there are flags); with several, each counts only the lines sharded to it.
     RELAY_PACKETS: Counter "statsd_exporter_relay_packets_total" ["target"]
         "The number of StatsD packets relayed.";
     RELAY_LONG_LINES: Counter "statsd_exporter_relay_long_lines_total" ["target"]

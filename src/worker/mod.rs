@@ -96,6 +96,11 @@ impl Workers {
         &self.shared.mapper
     }
 
+    /// The tag dialects every worker parses, as the profile adjusted them.
+    pub fn dialects(&self) -> Dialects {
+        self.shared.dialects
+    }
+
     /// A new worker for one receive thread or connection.
     pub fn worker(&self) -> Worker {
         Worker {
