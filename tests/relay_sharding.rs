@@ -100,6 +100,16 @@ fn relayed(addr: &str) -> String {
     format!("statsd_exporter_relay_lines_relayed_total{{target=\"{addr}\"}}")
 }
 
+fn packets(addr: &str) -> String {
+    format!("statsd_exporter_relay_packets_total{{target=\"{addr}\"}}")
+}
+
+/// The lines a downstream counts for what the front relayed to it: statsd_exporter counts
+/// the empty line after each packet's final `\n` too.
+fn lines_at_target(front: &Samples, addr: &str) -> f64 {
+    front.count(&relayed(addr)) + front.count(&packets(addr))
+}
+
 /// Starts `targets` downstream gateways and a front one relaying to them in that order,
 /// sends the traffic to the front, waits until every relayed line has arrived, checks the
 /// downstreams against the front, and returns which target owns each series id.
@@ -147,7 +157,7 @@ fn sharded_round(targets: usize) -> BTreeMap<usize, usize> {
             && addrs
                 .iter()
                 .zip(d)
-                .all(|(a, d)| d.count("statsd_exporter_lines_total") == f.count(&relayed(a)))
+                .all(|(a, d)| d.count("statsd_exporter_lines_total") == lines_at_target(f, a))
     };
     let deadline = Instant::now() + ARRIVAL;
     let (front_s, down_s) = loop {
@@ -165,8 +175,9 @@ fn sharded_round(targets: usize) -> BTreeMap<usize, usize> {
                 .zip(&d)
                 .map(|(a, d)| {
                     format!(
-                        "{a}: relayed {}, received {} lines, kernel drops {}",
+                        "{a}: relayed {} lines in {} packets, received {} lines, kernel drops {}",
                         f.count(&relayed(a)),
+                        f.count(&packets(a)),
                         d.count("statsd_exporter_lines_total"),
                         d.count("statsd_exporter_udp_packet_drops_total")
                     )
@@ -181,16 +192,18 @@ fn sharded_round(targets: usize) -> BTreeMap<usize, usize> {
         std::thread::sleep(Duration::from_millis(50));
     };
 
-    // Counted per target: each target's relayed lines are its downstream's lines.
+    // Counted per target: each target's relayed lines and packets are what its downstream
+    // received.
     for (a, d) in addrs.iter().zip(&down_s) {
-        assert!(
-            front_s.count(&format!(
-                "statsd_exporter_relay_packets_total{{target=\"{a}\"}}"
-            )) >= 1.0
+        assert_eq!(
+            d.count("statsd_exporter_udp_packets_total"),
+            front_s.count(&packets(a)),
+            "{a}"
         );
         assert_eq!(
             d.count("statsd_exporter_lines_total"),
-            front_s.count(&relayed(a))
+            lines_at_target(&front_s, a),
+            "{a}"
         );
     }
     let errors = "statsd_exporter_sample_errors_total{reason=\"malformed_value\"}";
@@ -329,13 +342,13 @@ fn a_front_that_drops_everything_still_relays_everything() {
                         == 40.0
                 })
                 .count(&relayed(&addr));
-            d.wait_for("the relayed lines", |s| {
-                s.count("statsd_exporter_lines_total") == want
-            })
-            .values
-            .keys()
-            .filter(|k| k.starts_with("router_m{"))
-            .count() as f64
+            let held = |s: &Samples| {
+                s.values
+                    .keys()
+                    .filter(|k| k.starts_with("router_m{"))
+                    .count() as f64
+            };
+            held(&d.wait_for("the relayed series", |s| held(s) == want))
         })
         .sum();
     assert_eq!(got, 40.0, "the downstreams hold every series");
