@@ -6,13 +6,19 @@
 //! its own, and appending a fourth target moves about a quarter of the series, all to it.
 
 mod common;
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::net::TcpStream;
+use std::net::{TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use common::{Gateway, Samples, TempDir, run_until_exit};
+use statsgate::ingest::{RelayTarget, Relayed, Sink, SinkFactory};
+
+#[global_allocator]
+static ALLOC: counting_alloc::Counting = counting_alloc::Counting;
 
 /// Series in the traffic; each is updated three times.
 const SERIES: usize = 3000;
@@ -358,4 +364,57 @@ fn a_front_that_drops_everything_still_relays_everything() {
         "the front holds none:\n{}",
         f.text
     );
+}
+
+/// A sink that keeps nothing, to measure the relay alone.
+struct Discard;
+
+impl Sink for Discard {
+    fn datagram(&mut self, _: &[u8]) {}
+    fn line(&mut self, _: &[u8]) {}
+    fn flush(&mut self) {}
+}
+
+struct Discards;
+
+impl SinkFactory for Discards {
+    type Sink = Discard;
+    fn make_sink(&self) -> Discard {
+        Discard
+    }
+}
+
+#[test]
+fn choosing_a_target_allocates_nothing() {
+    let receivers: Vec<UdpSocket> = (0..3)
+        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let addrs: Vec<String> = receivers
+        .iter()
+        .map(|r| r.local_addr().unwrap().to_string())
+        .collect();
+    let mut sink = Relayed::new(Discards, RelayTarget::all(&addrs, 1400).unwrap()).make_sink();
+    let lines: [&[u8]; 7] = [
+        b"a.b:1|c|#x.y:1,y-z:2",
+        b"a.b,y-z=2,x.y=1:1|c|@0.5",
+        b"a.b#x.y=1:1|g",
+        b"a.b[x.y=1,y-z=2]:1:2:3|ms",
+        b"a.b:1|c|#x:1|c:container",
+        b"bad line",
+        b"",
+    ];
+    let datagram = lines.join(&b'\n');
+    // Packets are built in buffers made once; after the first few lines nothing grows.
+    for line in lines {
+        sink.line(line);
+    }
+    let before = counting_alloc::count();
+    for _ in 0..500 {
+        for line in lines {
+            sink.line(line);
+        }
+        sink.datagram(&datagram);
+        sink.flush();
+    }
+    assert_eq!(counting_alloc::count() - before, 0);
 }
