@@ -186,17 +186,15 @@ impl BatchReceiver {
             iov_base: std::ptr::null_mut(),
             iov_len: 0,
         };
+        // SAFETY: sockaddr_storage is a plain C struct for which all-zero is a valid value.
+        let address = unsafe { std::mem::zeroed::<libc::sockaddr_storage>() };
         BatchReceiver {
             buffers: vec![0u8; batch * MAX_DATAGRAM],
             control: vec![0u64; batch * control_words],
             iovecs: vec![iovec; batch],
             // SAFETY: mmsghdr is a plain C struct for which all-zero is a valid value.
             headers: vec![unsafe { std::mem::zeroed::<libc::mmsghdr>() }; batch],
-            // SAFETY: sockaddr_storage is a plain C struct for which all-zero is a valid value.
-            sources: vec![
-                unsafe { std::mem::zeroed::<libc::sockaddr_storage>() };
-                if sources { batch } else { 0 }
-            ],
+            sources: vec![address; if sources { batch } else { 0 }],
             control_words,
             received: 0,
         }
