@@ -10,7 +10,7 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use statsgate::line::Dialects;
 use statsgate::mapping::{CacheOptions, LiveMapper, Mapper, Profile};
 use statsgate::store::{Store, StoreOptions};
-use statsgate::worker::{SampleLimits, Worker, Workers};
+use statsgate::worker::{SampleLimits, SenderLabel, Worker, Workers};
 
 const DATAGRAM_BYTES: usize = 1400;
 
@@ -103,6 +103,42 @@ fn bench_with(c: &mut Criterion, id: &str, datagrams: Vec<Vec<u8>>, profile: Pro
     g.finish();
 }
 
+/// Like [`bench_datagrams`] with `--statsd.sender-label`: `senders` hosts send the same
+/// `datagrams`, each datagram named to the worker before it, as the UDP loop does.
+fn bench_senders(c: &mut Criterion, id: &str, datagrams: Vec<Vec<u8>>, senders: u8) {
+    let store = Arc::new(Store::new(StoreOptions::default()));
+    let mut w = Workers::new(
+        store,
+        Arc::new(LiveMapper::new(Mapper::empty(CacheOptions::default()))),
+        Dialects::default(),
+        Profile::Statsd,
+    )
+    .with_sender_label(SenderLabel::new("instance").ok())
+    .worker();
+    let hosts: Vec<std::net::IpAddr> = (1..=senders)
+        .map(|i| std::net::Ipv4Addr::new(10, 0, 0, i).into())
+        .collect();
+    let run = |w: &mut Worker| {
+        for chunk in datagrams.chunks(32) {
+            for d in chunk {
+                for host in &hosts {
+                    w.sender(Some(*host));
+                    w.datagram(std::hint::black_box(d));
+                }
+            }
+            w.flush();
+        }
+    };
+    // Warm-up pass, as in bench_with.
+    run(&mut w);
+    let mut g = c.benchmark_group("pipeline");
+    g.throughput(Throughput::Elements(
+        lines_in(&datagrams) * u64::from(senders),
+    ));
+    g.bench_function(id, |b| b.iter(|| run(&mut w)));
+    g.finish();
+}
+
 fn pipeline(c: &mut Criterion) {
     let hot: Vec<String> = vec![format!("{}:1|c", envoy_name(0)); 64 * 1024];
     bench_datagrams(c, "hot_counter", pack(&hot));
@@ -114,6 +150,12 @@ fn pipeline(c: &mut Criterion) {
         })
         .collect();
     bench_datagrams(c, "100k_series_mixed", pack(&many));
+    bench_senders(
+        c,
+        "100k_series_mixed_16_senders",
+        pack(&many[..many.len() / 16]),
+        16,
+    );
     if let Ok(envoy) = Profile::envoy("envoy", "envoy") {
         // The same lines under --profile=envoy: timers become fixed-bucket histograms.
         bench_with(c, "100k_series_mixed_envoy_profile", pack(&many), envoy);

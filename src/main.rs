@@ -125,7 +125,14 @@ fn run(flags: Flags) -> Result<()> {
         flags.dialects(),
         flags.profile()?,
     )
-    .with_limits(flags.sample_limits());
+    .with_limits(flags.sample_limits())
+    .with_sender_label(flags.statsd_sender_label.clone());
+    if let Some(label) = &flags.statsd_sender_label {
+        info!(
+            label = label.name(),
+            "labelling every series with the IP address of its sender"
+        );
+    }
     match relay_targets.as_slice() {
         [] => {}
         [target] => info!(target = %target.label, "relaying every received line"),

@@ -14,7 +14,7 @@ use crate::ingest::TcpOptions;
 use crate::line::Dialects;
 use crate::mapping::{CacheKind, CacheOptions, Profile, ProfileError, parse_go_duration};
 use crate::store::{DEFAULT_MAX_SERIES, DEFAULT_MAX_SERIES_PER_METRIC, StoreOptions};
-use crate::worker::SampleLimits;
+use crate::worker::{SampleLimits, SenderLabel};
 
 mod remote_write;
 
@@ -283,6 +283,11 @@ pub struct Flags {
     /// Maximum length of a metric name (as sent and as exposed) and of a label name, in bytes (0 = no limit); an event with a longer one is dropped and counted.
     #[arg(long = "statsd.max-metric-name-length", default_value_t = SampleLimits::DEFAULT_MAX_METRIC_NAME_LENGTH, value_name = "BYTES")]
     pub statsd_max_metric_name_length: usize,
+
+    /// Label every series with the IP address of the host that sent it, under this label
+    /// name (e.g. instance), so gauges of many senders stay apart. Off by default.
+    #[arg(long = "statsd.sender-label", value_parser = SenderLabel::new, value_name = "NAME")]
+    pub statsd_sender_label: Option<SenderLabel>,
 
     /// Parse DogStatsD style tags.
     #[arg(long = "statsd.parse-dogstatsd-tags", action = ArgAction::Set, num_args = 0..=1, default_value = "true", default_missing_value = "true", value_name = "BOOL")]
@@ -590,6 +595,27 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(f.statsd_relay_address, ["b:9125", "a:9125", "c:9125"]);
+    }
+
+    #[test]
+    fn the_sender_label_is_off_by_default_and_checked_when_given() {
+        assert_eq!(parse(&[]).unwrap().statsd_sender_label, None);
+        let f = parse(&["--statsd.sender-label=instance"]).unwrap();
+        assert_eq!(
+            f.statsd_sender_label.as_ref().map(SenderLabel::name),
+            Some("instance")
+        );
+        let f = parse(&["-statsd.sender-label", "sender"]).unwrap();
+        assert_eq!(
+            f.statsd_sender_label.as_ref().map(SenderLabel::name),
+            Some("sender")
+        );
+        for bad in ["", "sender-ip", "1st", "__instance", "le", "quantile"] {
+            let err = parse(&[&format!("--statsd.sender-label={bad}"), "--check-config"])
+                .expect_err(bad)
+                .to_string();
+            assert!(err.contains("--statsd.sender-label"), "{err}");
+        }
     }
 
     #[test]

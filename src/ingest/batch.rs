@@ -39,7 +39,7 @@ impl ReceiveThreads {
         std::thread::Builder::new()
             .name(name.clone())
             .spawn(move || {
-                let mut receiver = BatchReceiver::new(batch, drops.is_some());
+                let mut receiver = BatchReceiver::new(batch, drops.is_some(), sink.wants_sender());
                 // Handles are made once per thread; incrementing them is a relaxed atomic add.
                 let counters = LoopCounters {
                     packets: packets.counter([]),
@@ -74,7 +74,8 @@ static RECEIVE_ERROR_LOG: LogLimiter = LogLimiter::new(Duration::from_secs(10));
 static TRUNCATED_LOG: LogLimiter = LogLimiter::new(Duration::from_secs(10));
 
 /// Receives batches from `socket` into `sink` until `stop` is set. The socket must have a
-/// receive timeout so that the flag is looked at regularly.
+/// receive timeout so that the flag is looked at regularly. When `receiver` records source
+/// addresses, each datagram's sender is named to the sink before the datagram.
 pub(crate) fn run_receive_loop<S: Sink>(
     socket: &impl AsRawFd,
     sink: &mut S,
@@ -87,6 +88,7 @@ pub(crate) fn run_receive_loop<S: Sink>(
     // datagram when that datagram is queued, and only when non-zero, so drops show up with the
     // next datagram that gets through, and a missing value means "no drops yet".
     let mut last_drop_count: u32 = 0;
+    let name_senders = receiver.records_sources();
     while !stop.load(Ordering::Relaxed) {
         match receiver.receive(socket) {
             Ok(n) => {
@@ -106,6 +108,9 @@ pub(crate) fn run_receive_loop<S: Sink>(
                             );
                         }
                         continue;
+                    }
+                    if name_senders {
+                        sink.sender(datagram.source);
                     }
                     sink.datagram(datagram.payload);
                 }
@@ -205,7 +210,7 @@ mod tests {
                 .send_to(payload, server.local_addr().unwrap())
                 .unwrap();
         }
-        let mut receiver = BatchReceiver::new(2, true);
+        let mut receiver = BatchReceiver::new(2, true, false);
         let mut got = Vec::new();
         while got.len() < payloads.len() {
             let n = receiver.receive(&server).unwrap();
@@ -214,6 +219,7 @@ mod tests {
                 let datagram = receiver.datagram(i);
                 assert!(!datagram.truncated);
                 assert_eq!(datagram.drop_count, None);
+                assert_eq!(datagram.source, None, "sources not recorded");
                 got.push(datagram.payload.to_vec());
             }
         }
@@ -259,7 +265,7 @@ mod tests {
                 packets: catalog::UDP_PACKETS.counter([]),
                 drops: Some(catalog::UDP_PACKET_DROPS.counter([])),
             };
-            let mut receiver = BatchReceiver::new(8, true);
+            let mut receiver = BatchReceiver::new(8, true, false);
             run_receive_loop(&server, &mut probe, &mut receiver, &counters, &stop, "udp");
         });
 
@@ -271,5 +277,109 @@ mod tests {
         assert!(drops > 0, "{rendered}");
         assert_eq!(packets + drops, sent + 1, "{rendered}");
         assert!(probe.flushes >= 2, "flushed after batches and on timeouts");
+    }
+
+    /// Records what the loop tells it, and stops the loop after `want` datagrams.
+    struct SenderRecorder {
+        calls: Vec<String>,
+        datagrams: usize,
+        want: usize,
+        stop: Arc<AtomicBool>,
+    }
+
+    impl Sink for SenderRecorder {
+        fn datagram(&mut self, payload: &[u8]) {
+            self.calls
+                .push(format!("datagram {}", String::from_utf8_lossy(payload)));
+            self.datagrams += 1;
+            if self.datagrams == self.want {
+                self.stop.store(true, Ordering::Relaxed);
+            }
+        }
+        fn line(&mut self, _line: &[u8]) {}
+        fn flush(&mut self) {}
+        fn wants_sender(&self) -> bool {
+            true
+        }
+        fn sender(&mut self, from: Option<std::net::IpAddr>) {
+            self.calls.push(format!("sender {from:?}"));
+        }
+    }
+
+    fn run_recording(socket: &impl AsRawFd, want: usize) -> Vec<String> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut sink = SenderRecorder {
+            calls: Vec::new(),
+            datagrams: 0,
+            want,
+            stop: Arc::clone(&stop),
+        };
+        let counters = LoopCounters {
+            packets: metrics::Counter::noop(),
+            drops: None,
+        };
+        let mut receiver = BatchReceiver::new(4, false, sink.wants_sender());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // The loop returns once the sink has seen `want` datagrams; the deadline is only
+        // looked at between receive timeouts, through a flag set from another thread.
+        let guard_stop = Arc::clone(&stop);
+        let guard = std::thread::spawn(move || {
+            while !guard_stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            guard_stop.store(true, Ordering::Relaxed);
+        });
+        run_receive_loop(socket, &mut sink, &mut receiver, &counters, &stop, "udp");
+        guard.join().unwrap();
+        sink.calls
+    }
+
+    #[test]
+    fn each_udp_datagram_is_preceded_by_its_source_address() {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        server.set_read_timeout(Some(RECEIVE_TIMEOUT)).unwrap();
+        let addr = server.local_addr().unwrap();
+        // Linux routes all of 127/8 to loopback, so each client has its own source address.
+        for (from, payload) in [
+            ("127.0.0.2:0", "a:1|g"),
+            ("127.0.0.3:0", "b:2|g"),
+            ("127.0.0.2:0", "c:3|g"),
+        ] {
+            let client = UdpSocket::bind(from).unwrap();
+            client.send_to(payload.as_bytes(), addr).unwrap();
+        }
+        assert_eq!(
+            run_recording(&server, 3),
+            [
+                "sender Some(127.0.0.2)",
+                "datagram a:1|g",
+                "sender Some(127.0.0.3)",
+                "datagram b:2|g",
+                "sender Some(127.0.0.2)",
+                "datagram c:3|g",
+            ]
+        );
+    }
+
+    #[test]
+    fn ipv6_sources_are_recorded() {
+        let server = UdpSocket::bind("[::1]:0").unwrap();
+        server.set_read_timeout(Some(RECEIVE_TIMEOUT)).unwrap();
+        let client = UdpSocket::bind("[::1]:0").unwrap();
+        client
+            .send_to(b"a:1|g", server.local_addr().unwrap())
+            .unwrap();
+        assert_eq!(
+            run_recording(&server, 1),
+            ["sender Some(::1)", "datagram a:1|g"]
+        );
+    }
+
+    #[test]
+    fn unixgram_datagrams_have_no_sender_address() {
+        let (server, client) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        server.set_read_timeout(Some(RECEIVE_TIMEOUT)).unwrap();
+        client.send(b"a:1|g").unwrap();
+        assert_eq!(run_recording(&server, 1), ["sender None", "datagram a:1|g"]);
     }
 }

@@ -29,7 +29,7 @@ mod tcp;
 mod udp;
 mod unixgram;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -55,6 +55,17 @@ pub trait Sink: Send + 'static {
     /// End of a receive batch (after a `recvmmsg` batch, on a receive timeout, or when a TCP
     /// read buffer is drained): publish counters.
     fn flush(&mut self);
+    /// Whether the sink wants [`Sink::sender`] calls. Asked once, before the listener hands
+    /// the sink anything; when false (the default) the UDP listener does not even ask the
+    /// kernel for source addresses.
+    fn wants_sender(&self) -> bool {
+        false
+    }
+    /// Who sent the datagrams or lines that follow, until the next call: called, when
+    /// [`Sink::wants_sender`] is true, before each UDP datagram with its source address,
+    /// before each unixgram datagram with `None`, and once per TCP connection, before its
+    /// first line, with the peer's address. The default ignores it.
+    fn sender(&mut self, _from: Option<IpAddr>) {}
 }
 
 /// Makes a [`Sink`] per thread/connection.

@@ -110,6 +110,14 @@ impl<S: Sink> Sink for RelayedSink<S> {
         }
         self.inner.flush();
     }
+
+    fn wants_sender(&self) -> bool {
+        self.inner.wants_sender()
+    }
+
+    fn sender(&mut self, from: Option<std::net::IpAddr>) {
+        self.inner.sender(from);
+    }
 }
 
 /// Where to relay to.

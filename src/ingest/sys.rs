@@ -5,10 +5,12 @@
 //! descriptor limit (`getrlimit`/`setrlimit`). Everything else uses `std` and `socket2`.
 //!
 //! One [`BatchReceiver`] belongs to one receive thread. It owns `batch` preallocated buffers of
-//! [`MAX_DATAGRAM`] bytes and the `mmsghdr`/`iovec` arrays that point into them, built once and
-//! reused for every call, so receiving never allocates.
+//! [`MAX_DATAGRAM`] bytes and the `mmsghdr`/`iovec` arrays that point into them (and, when
+//! source addresses are wanted, a `sockaddr_storage` per datagram), built once and reused for
+//! every call, so receiving never allocates.
 
 use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 
 use super::MAX_DATAGRAM;
@@ -156,6 +158,9 @@ pub(crate) struct Datagram<'a> {
     pub(crate) truncated: bool,
     /// The socket's cumulative drop count, when the kernel attached it.
     pub(crate) drop_count: Option<u32>,
+    /// The sender's IP address, when the receiver records sources and the sender has one
+    /// (a unixgram sender has none).
+    pub(crate) source: Option<IpAddr>,
 }
 
 /// Preallocated `recvmmsg` state for one receive thread.
@@ -164,26 +169,32 @@ pub(crate) struct BatchReceiver {
     control: Vec<u64>,
     iovecs: Vec<libc::iovec>,
     headers: Vec<libc::mmsghdr>,
+    /// One source address per datagram slot; empty when sources are not recorded.
+    sources: Vec<libc::sockaddr_storage>,
     control_words: usize,
     received: usize,
 }
 
 impl BatchReceiver {
     /// `batch` datagrams per call (at least 1); `drop_counter` reserves room for the
-    /// `SO_RXQ_OVFL` control message.
-    pub(crate) fn new(batch: usize, drop_counter: bool) -> Self {
+    /// `SO_RXQ_OVFL` control message; `sources` has the kernel write each datagram's source
+    /// address.
+    pub(crate) fn new(batch: usize, drop_counter: bool, sources: bool) -> Self {
         let batch = batch.max(1);
         let control_words = if drop_counter { CONTROL_WORDS } else { 0 };
         let iovec = libc::iovec {
             iov_base: std::ptr::null_mut(),
             iov_len: 0,
         };
+        // SAFETY: sockaddr_storage is a plain C struct for which all-zero is a valid value.
+        let address = unsafe { std::mem::zeroed::<libc::sockaddr_storage>() };
         BatchReceiver {
             buffers: vec![0u8; batch * MAX_DATAGRAM],
             control: vec![0u64; batch * control_words],
             iovecs: vec![iovec; batch],
             // SAFETY: mmsghdr is a plain C struct for which all-zero is a valid value.
             headers: vec![unsafe { std::mem::zeroed::<libc::mmsghdr>() }; batch],
+            sources: vec![address; if sources { batch } else { 0 }],
             control_words,
             received: 0,
         }
@@ -198,6 +209,8 @@ impl BatchReceiver {
         let buffers = self.buffers.as_mut_ptr();
         let control = self.control.as_mut_ptr();
         let control_len = self.control_words * size_of::<u64>();
+        let sources = self.sources.as_mut_ptr();
+        let record_sources = !self.sources.is_empty();
         for (i, (header, iovec)) in self.headers.iter_mut().zip(&mut self.iovecs).enumerate() {
             // SAFETY: `buffers` holds `headers.len()` slots of MAX_DATAGRAM bytes and `control`
             // holds `headers.len()` slots of `control_words` words, so both offsets stay inside.
@@ -210,6 +223,11 @@ impl BatchReceiver {
                     control.add(i * self.control_words).cast()
                 };
             }
+            if record_sources {
+                // SAFETY: `sources` holds `headers.len()` addresses, so the slot is inside.
+                header.msg_hdr.msg_name = unsafe { sources.add(i) }.cast();
+                header.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as _;
+            }
             header.msg_hdr.msg_iov = iovec;
             header.msg_hdr.msg_iovlen = 1;
             header.msg_hdr.msg_controllen = control_len as _;
@@ -217,8 +235,9 @@ impl BatchReceiver {
             header.msg_len = 0;
         }
         self.received = 0;
-        // SAFETY: every header points at an iovec and a control buffer owned by `self` and sized
-        // as declared; `headers.len()` is the vector length; a null timeout is allowed.
+        // SAFETY: every header points at an iovec, a control buffer and (or a null) address
+        // buffer owned by `self` and sized as declared; `headers.len()` is the vector length;
+        // a null timeout is allowed.
         let n = unsafe {
             libc::recvmmsg(
                 fd.as_raw_fd(),
@@ -244,7 +263,16 @@ impl BatchReceiver {
             payload: &self.buffers[start..start + len],
             truncated: header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
             drop_count: self.drop_count(&header.msg_hdr),
+            source: self
+                .sources
+                .get(i)
+                .and_then(|a| source_ip(a, header.msg_hdr.msg_namelen)),
         }
+    }
+
+    /// Whether the kernel writes each datagram's source address.
+    pub(crate) fn records_sources(&self) -> bool {
+        !self.sources.is_empty()
     }
 
     fn drop_count(&self, header: &libc::msghdr) -> Option<u32> {
@@ -265,5 +293,27 @@ impl BatchReceiver {
             }
         }
         found
+    }
+}
+
+/// The IP address in a source address the kernel wrote (`len` bytes of it); `None` for
+/// another family (a unixgram sender's path, or an unbound unixgram sender's empty address).
+fn source_ip(addr: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<IpAddr> {
+    let len = len as usize;
+    match libc::c_int::from(addr.ss_family) {
+        libc::AF_INET if len >= size_of::<libc::sockaddr_in>() => {
+            // SAFETY: the family says the storage holds a sockaddr_in, which it is large and
+            // aligned enough for, and the kernel wrote all of it.
+            let v4 =
+                unsafe { &*(addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            Some(Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr)).into())
+        }
+        libc::AF_INET6 if len >= size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: as above, for a sockaddr_in6.
+            let v6 =
+                unsafe { &*(addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            Some(Ipv6Addr::from(v6.sin6_addr.s6_addr).into())
+        }
+        _ => None,
     }
 }

@@ -252,7 +252,10 @@ async fn accept_loop<F: SinkFactory>(listener: TcpListener, factory: Arc<F>, lim
                     }
                     connections.increment(1);
                     let slot = OpenSlot::take(&open, &counters.open);
-                    let sink = factory.make_sink();
+                    let mut sink = factory.make_sink();
+                    if sink.wants_sender() {
+                        sink.sender(Some(peer.ip()));
+                    }
                     let counters = counters.clone();
                     tasks.spawn(serve_connection(stream, peer, sink, counters, limits.idle_timeout, slot));
                 }

@@ -169,6 +169,8 @@ families! { RECORDED:
         "A metric with a constant '1' value labeled by version, revision, branch, goversion from which statsd_exporter was built, and the goos and goarch for the build.";
     LABELS_DROPPED: Counter "statsgate_labels_dropped_total" []
         "Tags dropped because their name is reserved by Prometheus (__*), or is le on a histogram or quantile on a summary.";
+    SENDER_LABEL_OVERRIDES: Counter "statsgate_sender_label_overrides_total" []
+        "Events whose own tag or mapping label had the name of --statsd.sender-label, replaced by the sender's address (or removed, for a unixgram sender).";
     SERIES: Gauge "statsgate_series" []
         "The number of series currently held.";
     SERIES_EXPIRED: Counter "statsgate_series_expired_total" []

@@ -37,6 +37,8 @@ pub(super) struct BatchCounts {
     pub(super) negative_counter: u64,
     pub(super) non_finite: u64,
     pub(super) labels_dropped: u64,
+    /// Events whose tag or mapping label the sender label overrode.
+    pub(super) sender_overrides: u64,
     /// Events dropped by a limit, indexed by [`DropReason::index`].
     pub(super) dropped: [u64; DropReason::ALL.len()],
 }
@@ -67,11 +69,14 @@ pub(super) struct CountHandles {
     negative_counter: Counter,
     non_finite: Counter,
     labels_dropped: Counter,
+    /// Registered only with a sender label, so a scrape without one is unchanged.
+    sender_overrides: Option<Counter>,
     dropped: [Counter; DropReason::ALL.len()],
 }
 
 impl CountHandles {
-    pub(super) fn new() -> Self {
+    /// The handles; `sender_label` adds the one of the sender label's overrides.
+    pub(super) fn new(sender_label: bool) -> Self {
         CountHandles {
             lines: catalog::LINES.counter([]),
             samples: catalog::SAMPLES.counter([]),
@@ -87,6 +92,7 @@ impl CountHandles {
                 .counter([ValueError::NegativeCounter.as_str().into()]),
             non_finite: catalog::EVENTS_ERROR.counter([ValueError::NonFinite.as_str().into()]),
             labels_dropped: catalog::LABELS_DROPPED.counter([]),
+            sender_overrides: sender_label.then(|| catalog::SENDER_LABEL_OVERRIDES.counter([])),
             dropped: DropReason::ALL.map(|r| catalog::EVENTS_DROPPED.counter([r.as_str().into()])),
         }
     }
@@ -119,6 +125,9 @@ impl BatchCounts {
         add(&to.negative_counter, c.negative_counter);
         add(&to.non_finite, c.non_finite);
         add(&to.labels_dropped, c.labels_dropped);
+        if let Some(counter) = &to.sender_overrides {
+            add(counter, c.sender_overrides);
+        }
         for (counter, n) in to.dropped.iter().zip(c.dropped) {
             add(counter, n);
         }

@@ -5,6 +5,7 @@
 
 use std::borrow::Cow;
 use std::hash::BuildHasher;
+use std::net::IpAddr;
 
 use hashbrown::HashTable;
 
@@ -17,6 +18,7 @@ use crate::telemetry::{CONFLICT_NAMES, catalog};
 
 use super::handles::{NO_RETRY, Outcome, Resolution};
 use super::limits::{DropReason, SampleLimits, checked_value};
+use super::sender::SenderLabel;
 
 /// What a first sight decided, and why the identity cannot be stored when it cannot (for a
 /// rate-limited log line).
@@ -98,12 +100,14 @@ impl<'a> LabelSet<'a> {
 }
 
 /// Resolves `sample`'s series identity with the mapper and profile in force, within
-/// `limits` and the store's own.
+/// `limits` and the store's own; with a sender label, the label and the sender's address
+/// (`None` for unixgram), which is set after mapping and wins over a tag of that name.
 pub(super) fn resolve(
     profile: &Profile,
     mapper: &Mapper,
     store: &Store,
     limits: &SampleLimits,
+    sender: Option<(&SenderLabel, Option<IpAddr>)>,
     sample: &Sample<'_>,
 ) -> Resolved {
     let kind = sample.kind();
@@ -113,6 +117,7 @@ pub(super) fn resolve(
         tag_errors: 0,
         has_labels: false,
         labels_dropped: 0,
+        sender_overridden: false,
     };
     let done = |resolution, problem| Resolved {
         resolution,
@@ -219,6 +224,10 @@ pub(super) fn resolve(
         _ => (false, false),
     };
     let mut labels = labels.pairs;
+    if let Some((label, address)) = sender {
+        // After the mapping's labels, so neither a tag nor a rule can set it.
+        resolution.sender_overridden = label.apply(address, &mut labels);
+    }
     let before = labels.len();
     labels.retain(|(k, _)| is_valid_label_name(k) && !is_reserved_label(k, is_hist, is_summary));
     resolution.labels_dropped = (before - labels.len()) as u32;

@@ -7,6 +7,8 @@
 //!   value and skips the grammar entirely (see [`crate::line::split_for_replay`]);
 //! - a *series identity* (event kind, name section, DogStatsD tags, container id) for
 //!   every other sample, reached after a full parse.
+//!
+//! With a sender label, both kinds start with the sender's address (see `sender.rs`).
 
 use std::hash::{BuildHasher, Hasher};
 
@@ -67,6 +69,8 @@ pub(super) struct Resolution {
     pub(super) tag_errors: u32,
     pub(super) has_labels: bool,
     pub(super) labels_dropped: u32,
+    /// The sender label replaced (or removed) a tag or mapping label of its name.
+    pub(super) sender_overridden: bool,
 }
 
 impl Resolution {
@@ -203,7 +207,9 @@ impl HandleTable {
         h.write_u8(key.tag);
         for p in key.parts {
             h.write(p);
-            // Lines are valid UTF-8, where 0xff never occurs: parts cannot run together.
+            // Lines are valid UTF-8, where 0xff never occurs: parts cannot run together. A
+            // sender's address (16 bytes that may hold 0xff) is always the first part; were
+            // two keys to hash alike through it, `matches` still tells them apart.
             h.write_u8(0xff);
         }
         h.finish()

@@ -16,12 +16,17 @@
 //! store's series limits is tried again once TTL expiry has made room. Values that would
 //! poison a series (negative or non-finite counter increments, non-finite observations) are
 //! refused per event, and never create a series.
+//!
+//! With a sender label (`sender.rs`), the listener names the sender of what follows, and
+//! every key starts with the sender's address.
 
 mod counts;
 mod first_sight;
 mod handles;
 mod limits;
+mod sender;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,8 +43,10 @@ use crate::telemetry::catalog;
 use counts::{BatchCounts, CountHandles, kind_index};
 use handles::{HandleTable, Key, Outcome, Replay, Resolution, SHAPE_TAG};
 use limits::{ValueError, checked_value};
+use sender::Sender;
 
 pub use limits::SampleLimits;
+pub use sender::{SenderLabel, SenderLabelError};
 
 /// State shared by every worker: the store, the mapper in force, the tag dialects and the
 /// naming profile. The listeners' [`SinkFactory`]: it makes a [`Worker`] per receive thread
@@ -48,6 +55,7 @@ pub use limits::SampleLimits;
 pub struct Workers {
     shared: Arc<Shared>,
     limits: SampleLimits,
+    sender_label: Option<Arc<SenderLabel>>,
 }
 
 #[derive(Debug)]
@@ -76,6 +84,7 @@ impl Workers {
                 profile,
             }),
             limits: SampleLimits::default(),
+            sender_label: None,
         }
     }
 
@@ -83,6 +92,15 @@ impl Workers {
     /// made after this call use them.
     pub fn with_limits(mut self, limits: SampleLimits) -> Workers {
         self.limits = limits;
+        self
+    }
+
+    /// The same workers with a sender label (`--statsd.sender-label`), or without one
+    /// (`None`, the default: events are keyed and stored as statsd_exporter does); workers
+    /// made after this call use it. With a label, each worker wants its listener to name
+    /// the sender of what it hands over ([`Sink::sender`]).
+    pub fn with_sender_label(mut self, label: Option<SenderLabel>) -> Workers {
+        self.sender_label = label.map(Arc::new);
         self
     }
 
@@ -110,9 +128,11 @@ impl Workers {
             limits: self.limits,
             handles: HandleTable::default(),
             counts: BatchCounts::default(),
-            count_handles: CountHandles::new(),
+            count_handles: CountHandles::new(self.sender_label.is_some()),
             bad_input_log: LogLimiter::new(BAD_INPUT_LOG_PERIOD),
             replay_enabled: true,
+            sender_label: self.sender_label.clone(),
+            sender: Sender::default(),
         }
     }
 }
@@ -152,6 +172,7 @@ fn apply(res: &Resolution, ev: Event, shared: &Shared, c: &mut BatchCounts) {
     c.tags += u64::from(res.has_labels);
     c.tag_errors += u64::from(res.tag_errors);
     c.labels_dropped += u64::from(res.labels_dropped);
+    c.sender_overrides += u64::from(res.sender_overridden);
     // statsd_exporter expands a sampled observer into int(1/rate) events, each counted.
     let events = if kind == EventKind::Observer {
         u64::from(ev.repeat)
@@ -227,6 +248,10 @@ pub struct Worker {
     bad_input_log: LogLimiter,
     /// Off only in tests that check replay against the grammar.
     replay_enabled: bool,
+    /// `--statsd.sender-label`; `None` keeps keys and series as statsd_exporter's.
+    sender_label: Option<Arc<SenderLabel>>,
+    /// Who sent what is being handled; used only with a sender label.
+    sender: Sender,
 }
 
 /// How often a worker may log bad input.
@@ -313,10 +338,18 @@ impl Worker {
     /// or stale, or the value does not parse: the caller then runs the grammar.
     #[inline]
     fn replay(&mut self, r: ReplayParts<'_>) -> bool {
-        let parts = [r.name_section, r.tail];
+        // With a sender label, the sender's address is the first part of every key.
+        let (shape, from_sender);
+        let parts: &[&[u8]] = if self.sender_label.is_none() {
+            shape = [r.name_section, r.tail];
+            &shape
+        } else {
+            from_sender = [self.sender.key(), r.name_section, r.tail];
+            &from_sender
+        };
         let key = Key {
             tag: SHAPE_TAG,
-            parts: &parts,
+            parts,
         };
         let hash = self.handles.hash(key);
         let Some(entry) = self.handles.get(hash, key) else {
@@ -348,10 +381,19 @@ impl Worker {
 
     #[cold]
     fn cache_shape(&mut self, r: ReplayParts<'_>, sample: &Sample<'_>) {
-        let parts = [r.name_section, r.tail];
+        // A copy: the key must not borrow `self`, which resolving borrows mutably.
+        let (sender, shape, from_sender);
+        let parts: &[&[u8]] = if self.sender_label.is_none() {
+            shape = [r.name_section, r.tail];
+            &shape
+        } else {
+            sender = self.sender;
+            from_sender = [sender.key(), r.name_section, r.tail];
+            &from_sender
+        };
         let key = Key {
             tag: SHAPE_TAG,
-            parts: &parts,
+            parts,
         };
         let replay = Replay {
             stat_type: sample.stat_type,
@@ -400,6 +442,21 @@ impl Worker {
         );
     }
 
+    /// Whether this worker keys and labels events by their sender: then its listener must
+    /// call [`Worker::sender`] before handing it anything.
+    pub fn wants_sender(&self) -> bool {
+        self.sender_label.is_some()
+    }
+
+    /// Names the sender of the datagrams and lines that follow: a UDP datagram's source
+    /// address, a TCP connection's peer, `None` for unixgram. Ignored without a sender label.
+    #[inline]
+    pub fn sender(&mut self, from: Option<IpAddr>) {
+        if self.sender_label.is_some() {
+            self.sender = Sender::of(from);
+        }
+    }
+
     /// Publishes the batch's counts. Call once per batch.
     pub fn flush(&mut self) {
         self.follow_reload();
@@ -408,10 +465,20 @@ impl Worker {
 
     /// A sample of a line that is not replayable: found by its series identity.
     fn sample(&mut self, sample: &Sample<'_>) {
-        let parts = sample.identity();
+        let identity = sample.identity();
+        // A copy: the key must not borrow `self`, which resolving borrows mutably.
+        let (sender, from_sender);
+        let parts: &[&[u8]] = if self.sender_label.is_none() {
+            &identity
+        } else {
+            sender = self.sender;
+            let [name_section, dogstatsd, container] = identity;
+            from_sender = [sender.key(), name_section, dogstatsd, container];
+            &from_sender
+        };
         let key = Key {
             tag: kind_index(sample.kind()) as u8,
-            parts: &parts,
+            parts,
         };
         let hash = self.handles.hash(key);
         match self.handles.get(hash, key) {
@@ -430,11 +497,16 @@ impl Worker {
     /// First sight of a key: decode, map, create the series; log a problem (rate-limited).
     #[cold]
     fn resolve(&mut self, sample: &Sample<'_>) -> Resolution {
+        let sender = self
+            .sender_label
+            .as_deref()
+            .map(|label| (label, self.sender.address()));
         let r = first_sight::resolve(
             &self.shared.profile,
             &self.mapper,
             &self.shared.store,
             &self.limits,
+            sender,
             sample,
         );
         if let Some(problem) = &r.problem {
@@ -466,6 +538,14 @@ impl Sink for Worker {
 
     fn flush(&mut self) {
         Worker::flush(self)
+    }
+
+    fn wants_sender(&self) -> bool {
+        Worker::wants_sender(self)
+    }
+
+    fn sender(&mut self, from: Option<IpAddr>) {
+        Worker::sender(self, from)
     }
 }
 

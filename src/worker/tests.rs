@@ -396,3 +396,138 @@ fn keys_a_limit_refused_are_forgotten_first() {
     assert_eq!(w.handles.len(), keys, "the kept series' handles survived");
     assert_eq!(dropped(&w, limits::DropReason::MaxSeries), 200_000);
 }
+
+fn sender_worker(store: StoreOptions) -> Worker {
+    let store = Arc::new(Store::with_clock(store, CoarseClock::manual()));
+    Workers::new(
+        store,
+        Arc::new(LiveMapper::new(Mapper::empty(CacheOptions::default()))),
+        Dialects::default(),
+        Profile::Statsd,
+    )
+    .with_sender_label(Some(SenderLabel::new("instance").unwrap()))
+    .worker()
+}
+
+fn ip(text: &str) -> Option<IpAddr> {
+    Some(text.parse().unwrap())
+}
+
+#[test]
+fn without_a_sender_label_senders_are_ignored() {
+    let mut w = worker(Profile::Statsd, true);
+    assert!(!w.wants_sender());
+    w.sender(ip("10.0.0.1"));
+    w.line(b"g:1|g");
+    w.sender(ip("10.0.0.2"));
+    w.line(b"g:+1|g");
+    assert!(text(&w).contains("\ng 2\n"), "{}", text(&w));
+    assert_eq!(w.shared.store.series_count(), 1);
+}
+
+#[test]
+fn each_sender_has_its_own_series_and_replay_never_crosses_senders() {
+    let mut w = sender_worker(StoreOptions::default());
+    assert!(w.wants_sender());
+    // Replayable shapes, then lines found by identity (a timestamp is never replayed).
+    for (a, b) in [
+        ("g:1|g", "g:2|g"),
+        ("c:1|c|T1700000000", "c:2|c|T1700000000"),
+    ] {
+        w.sender(ip("10.0.0.1"));
+        w.line(a.as_bytes());
+        w.sender(ip("10.0.0.2"));
+        w.line(b.as_bytes());
+        let entries = w.handles.len();
+        for _ in 0..3 {
+            w.sender(ip("10.0.0.1"));
+            w.line(a.as_bytes());
+            w.sender(ip("10.0.0.2"));
+            w.line(b.as_bytes());
+        }
+        assert_eq!(w.handles.len(), entries, "steady state: no new keys");
+    }
+    let t = text(&w);
+    assert!(t.contains("\ng{instance=\"10.0.0.1\"} 1\n"), "{t}");
+    assert!(t.contains("\ng{instance=\"10.0.0.2\"} 2\n"), "{t}");
+    assert!(t.contains("\nc{instance=\"10.0.0.1\"} 4\n"), "{t}");
+    assert!(t.contains("\nc{instance=\"10.0.0.2\"} 8\n"), "{t}");
+    assert_eq!(w.shared.store.series_count(), 4);
+
+    // An IPv4-mapped IPv6 address (a dual-stack socket's view of an IPv4 sender) is the
+    // same sender; an IPv6 one is shown canonically.
+    w.sender(Some(
+        std::net::Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped().into(),
+    ));
+    w.line(b"g:+10|g");
+    w.sender(ip("2001:db8:0:0::1"));
+    w.line(b"g:3|g");
+    let t = text(&w);
+    assert!(t.contains("\ng{instance=\"10.0.0.1\"} 11\n"), "{t}");
+    assert!(t.contains("\ng{instance=\"2001:db8::1\"} 3\n"), "{t}");
+}
+
+#[test]
+fn the_sender_address_overrides_a_tag_or_mapping_label_and_is_counted() {
+    let mut w = sender_worker(StoreOptions::default());
+    let mapper = Mapper::from_yaml(
+        "mappings:\n- match: mapped.*\n  name: mapped\n  labels:\n    instance: fixed\n    which: $1\n",
+        CacheOptions::default(),
+    )
+    .unwrap();
+    w.shared.mapper.replace(mapper);
+    w.sender(ip("10.0.0.1"));
+    w.line(b"spoof:1|g|#instance:10.9.9.9,k:v");
+    w.line(b"spoof:2|g|#instance:10.9.9.9,k:v");
+    w.line(b"mapped.x:1|c");
+    w.line(b"plain:1|c");
+    let t = text(&w);
+    assert!(
+        t.contains("\nspoof{instance=\"10.0.0.1\",k=\"v\"} 2\n"),
+        "{t}"
+    );
+    assert!(
+        t.contains("\nmapped{instance=\"10.0.0.1\",which=\"x\"} 1\n"),
+        "{t}"
+    );
+    assert!(!t.contains("10.9.9.9") && !t.contains("fixed"), "{t}");
+    assert_eq!(
+        w.counts.sender_overrides, 3,
+        "two spoofed events, one mapped"
+    );
+
+    // A unixgram sender has no address: the label is left off, and a tag of its name too.
+    w.sender(None);
+    w.line(b"local:1|g|#instance:10.9.9.9,k:v");
+    w.line(b"local2:1|g");
+    let t = text(&w);
+    assert!(t.contains("\nlocal{k=\"v\"} 1\n"), "{t}");
+    assert!(t.contains("\nlocal2 1\n"), "{t}");
+    assert_eq!(w.counts.sender_overrides, 4);
+}
+
+#[test]
+fn every_sender_series_counts_against_the_series_limits() {
+    let mut w = sender_worker(max_series(3));
+    for round in 0..2 {
+        for i in 1..=10 {
+            w.sender(ip(&format!("10.0.0.{i}")));
+            w.line(b"g:1|g");
+        }
+        assert_eq!(dropped(&w, limits::DropReason::MaxSeries), 7 * (round + 1));
+    }
+    assert_eq!(w.shared.store.series_count(), 3);
+
+    let opts = StoreOptions {
+        max_series_per_metric: 2,
+        ..StoreOptions::default()
+    };
+    let mut w = sender_worker(opts);
+    for i in 1..=5 {
+        w.sender(ip(&format!("10.0.0.{i}")));
+        w.line(b"g:1|g");
+        w.line(format!("other{i}:1|g").as_bytes());
+    }
+    assert_eq!(dropped(&w, limits::DropReason::MaxSeriesPerMetric), 3);
+    assert_eq!(w.shared.store.series_count(), 7);
+}
