@@ -12,6 +12,7 @@ use clap::{ArgAction, Parser, ValueEnum};
 
 use crate::ingest::TcpOptions;
 use crate::line::Dialects;
+use crate::mapping::profile::ENVOY_DIALECTS;
 use crate::mapping::{CacheKind, CacheOptions, Profile, ProfileError, parse_go_duration};
 use crate::store::{DEFAULT_MAX_SERIES, DEFAULT_MAX_SERIES_PER_METRIC, StoreOptions};
 use crate::worker::SampleLimits;
@@ -284,21 +285,21 @@ pub struct Flags {
     #[arg(long = "statsd.max-metric-name-length", default_value_t = SampleLimits::DEFAULT_MAX_METRIC_NAME_LENGTH, value_name = "BYTES")]
     pub statsd_max_metric_name_length: usize,
 
-    /// Parse DogStatsD style tags.
-    #[arg(long = "statsd.parse-dogstatsd-tags", action = ArgAction::Set, num_args = 0..=1, default_value = "true", default_missing_value = "true", value_name = "BOOL")]
-    pub parse_dogstatsd_tags: bool,
+    /// Parse DogStatsD style tags (default on).
+    #[arg(long = "statsd.parse-dogstatsd-tags", action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub parse_dogstatsd_tags: Option<bool>,
 
-    /// Parse InfluxDB style tags.
-    #[arg(long = "statsd.parse-influxdb-tags", action = ArgAction::Set, num_args = 0..=1, default_value = "true", default_missing_value = "true", value_name = "BOOL")]
-    pub parse_influxdb_tags: bool,
+    /// Parse InfluxDB style tags (default on; off under --profile=envoy).
+    #[arg(long = "statsd.parse-influxdb-tags", action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub parse_influxdb_tags: Option<bool>,
 
-    /// Parse Librato style tags.
-    #[arg(long = "statsd.parse-librato-tags", action = ArgAction::Set, num_args = 0..=1, default_value = "true", default_missing_value = "true", value_name = "BOOL")]
-    pub parse_librato_tags: bool,
+    /// Parse Librato style tags (default on; off under --profile=envoy).
+    #[arg(long = "statsd.parse-librato-tags", action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub parse_librato_tags: Option<bool>,
 
-    /// Parse SignalFX style tags.
-    #[arg(long = "statsd.parse-signalfx-tags", action = ArgAction::Set, num_args = 0..=1, default_value = "true", default_missing_value = "true", value_name = "BOOL")]
-    pub parse_signalfx_tags: bool,
+    /// Parse SignalFX style tags (default on; off under --profile=envoy).
+    #[arg(long = "statsd.parse-signalfx-tags", action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub parse_signalfx_tags: Option<bool>,
 
     /// The UDP address to relay every received line to, unmodified (host:port).
     #[arg(long = "statsd.relay.address", value_name = "ADDR")]
@@ -395,13 +396,19 @@ impl Flags {
         }
     }
 
-    /// The tag dialects asked for (`--statsd.parse-*-tags`); the profile may adjust them.
+    /// The tag dialects asked for: each `--statsd.parse-*-tags` flag given, and for the
+    /// others the profile's default (all on, as in statsd_exporter; under `--profile=envoy`
+    /// only DogStatsD, see [`ENVOY_DIALECTS`]). The profile may adjust them further.
     pub fn dialects(&self) -> Dialects {
+        let defaults = match self.profile {
+            ProfileName::Envoy => ENVOY_DIALECTS,
+            ProfileName::Statsd | ProfileName::IstioMixer => Dialects::default(),
+        };
         Dialects {
-            dogstatsd: self.parse_dogstatsd_tags,
-            influxdb: self.parse_influxdb_tags,
-            librato: self.parse_librato_tags,
-            signalfx: self.parse_signalfx_tags,
+            dogstatsd: self.parse_dogstatsd_tags.unwrap_or(defaults.dogstatsd),
+            influxdb: self.parse_influxdb_tags.unwrap_or(defaults.influxdb),
+            librato: self.parse_librato_tags.unwrap_or(defaults.librato),
+            signalfx: self.parse_signalfx_tags.unwrap_or(defaults.signalfx),
             dogstatsd_tags_last: false,
         }
     }
@@ -477,12 +484,7 @@ mod tests {
         assert_eq!(f.statsd_unixsocket_mode, 0o755);
         assert_eq!(f.statsd_cache_size, 1000);
         assert_eq!(f.statsd_cache_type, CacheType::Lru);
-        assert!(
-            f.parse_dogstatsd_tags
-                && f.parse_influxdb_tags
-                && f.parse_librato_tags
-                && f.parse_signalfx_tags
-        );
+        assert_eq!(f.dialects(), Dialects::default());
         assert_eq!(f.log_format, LogFormat::Logfmt);
         assert_eq!(f.profile, ProfileName::Statsd);
         assert_eq!(f.web_max_connections, 1024);
@@ -565,7 +567,7 @@ mod tests {
             "600",
         ])
         .unwrap();
-        assert!(!f.parse_dogstatsd_tags);
+        assert!(!f.dialects().dogstatsd);
         assert_eq!(
             f.statsd_mapping_config.as_deref(),
             Some(std::path::Path::new("/etc/statsd/mapping.conf"))
@@ -574,7 +576,24 @@ mod tests {
         assert_eq!(f.statsd_listen_tcp, "");
         assert_eq!(f.statsd_unixsocket_mode, 0o600);
         let f = parse(&["--statsd.parse-influxdb-tags=false"]).unwrap();
-        assert!(!f.parse_influxdb_tags);
+        assert!(!f.dialects().influxdb);
+    }
+
+    #[test]
+    fn envoy_profile_reads_only_dogstatsd_tags_unless_asked() {
+        let dialects = |args: &[&str]| parse(args).unwrap().dialects();
+        let envoy = dialects(&["--profile=envoy"]);
+        assert!(envoy.dogstatsd && !envoy.influxdb && !envoy.librato && !envoy.signalfx);
+        // A flag given explicitly wins over the profile's default, either way.
+        let asked = dialects(&[
+            "--profile=envoy",
+            "--statsd.parse-signalfx-tags",
+            "--statsd.parse-librato-tags=true",
+            "--no-statsd.parse-dogstatsd-tags",
+        ]);
+        assert!(asked.signalfx && asked.librato && !asked.influxdb && !asked.dogstatsd);
+        let statsd = dialects(&["--no-statsd.parse-signalfx-tags"]);
+        assert!(statsd.dogstatsd && statsd.influxdb && statsd.librato && !statsd.signalfx);
     }
 
     #[test]

@@ -16,6 +16,18 @@ use envoy::{
     prometheus_metric_name, sink_prefix_strip,
 };
 
+/// The tag dialects read under the Envoy profile where no `--statsd.parse-*-tags` flag says
+/// otherwise: DogStatsD only, the one dialect an Envoy sink sends (`dog_statsd`; the plain
+/// `statsd` sink sends none). The others would read bytes of real Envoy names as tags: an IPv6
+/// listener `listener.[__]_15001.downstream_cx_total` looks like a SignalFX tag block.
+pub const ENVOY_DIALECTS: Dialects = Dialects {
+    dogstatsd: true,
+    influxdb: false,
+    librato: false,
+    signalfx: false,
+    dogstatsd_tags_last: true,
+};
+
 /// A built-in naming profile: what happens to names the mapping file does not match.
 #[derive(Debug, Default)]
 pub enum Profile {
@@ -103,7 +115,9 @@ impl Profile {
         }))
     }
 
-    /// The dialects in force under this profile, given the ones the flags ask for.
+    /// The dialects in force under this profile, given the ones the flags ask for. The
+    /// Envoy profile's defaults ([`ENVOY_DIALECTS`]) are applied where the flags are read
+    /// ([`crate::cli::Flags::dialects`]), as only there is it known which flags were given.
     pub(crate) fn adjust_dialects(&self, d: Dialects) -> Dialects {
         match self {
             Profile::Statsd => d,
