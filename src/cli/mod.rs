@@ -13,7 +13,8 @@ use clap::{ArgAction, Parser, ValueEnum};
 use crate::ingest::TcpOptions;
 use crate::line::Dialects;
 use crate::mapping::profile::ENVOY_DIALECTS;
-use crate::mapping::{CacheKind, CacheOptions, Profile, ProfileError, parse_go_duration};
+use crate::mapping::profile::envoy::TagRuleSet;
+use crate::mapping::{CacheKind, CacheOptions, Profile, parse_go_duration};
 use crate::store::{DEFAULT_MAX_SERIES, DEFAULT_MAX_SERIES_PER_METRIC, StoreOptions};
 use crate::worker::SampleLimits;
 
@@ -331,12 +332,13 @@ pub struct Flags {
     pub envoy_prefix: String,
 
     /// Envoy tag-extraction rules for the envoy profile: envoy (Envoy's defaults), envoy-2018, or istio (Istio 1.0's bootstrap rules).
+    /// Checked whatever the profile, so a typo shows before the profile is switched on.
     #[arg(
         long = "envoy.tag-rules",
         default_value = "envoy",
         value_name = "RULES"
     )]
-    pub envoy_tag_rules: String,
+    pub envoy_tag_rules: TagRuleSet,
 
     /// Only log messages with the given severity or above.
     #[arg(long = "log.level", default_value = "info", value_enum)]
@@ -414,11 +416,11 @@ impl Flags {
     }
 
     /// The naming profile (`--profile`, `--envoy.prefix`, `--envoy.tag-rules`).
-    pub fn profile(&self) -> Result<Profile, ProfileError> {
+    pub fn profile(&self) -> Profile {
         match self.profile {
-            ProfileName::Statsd => Ok(Profile::Statsd),
-            ProfileName::IstioMixer => Ok(Profile::IstioMixer),
-            ProfileName::Envoy => Profile::envoy(&self.envoy_prefix, &self.envoy_tag_rules),
+            ProfileName::Statsd => Profile::Statsd,
+            ProfileName::IstioMixer => Profile::IstioMixer,
+            ProfileName::Envoy => Profile::envoy_with(&self.envoy_prefix, self.envoy_tag_rules),
         }
     }
 
@@ -607,5 +609,9 @@ mod tests {
         assert!(parse(&["--web.max-connections=0"]).is_err());
         assert!(parse(&["--web.read-header-timeout=0"]).is_err());
         assert!(parse(&["--shutdown.grace-period=0"]).is_ok());
+        // Checked even when the profile that reads it is not selected.
+        assert!(parse(&["--envoy.tag-rules=nonsense"]).is_err());
+        let f = parse(&["--envoy.tag-rules=istio", "--check-config"]).unwrap();
+        assert_eq!(f.envoy_tag_rules, TagRuleSet::Istio);
     }
 }

@@ -106,13 +106,18 @@ impl Profile {
         let set: TagRuleSet = rules
             .parse()
             .map_err(|_| ProfileError::UnknownTagRules(rules.to_string()))?;
-        Ok(Profile::Envoy(EnvoyProfile {
-            extractor: TagExtractor::new(set),
+        Ok(Profile::envoy_with(prefix, set))
+    }
+
+    /// The Envoy profile: strip `prefix.`, extract tags with the `rules` set.
+    pub fn envoy_with(prefix: &str, rules: TagRuleSet) -> Profile {
+        Profile::Envoy(EnvoyProfile {
+            extractor: TagExtractor::new(rules),
             prefix: prefix.to_string(),
             histogram: ObserverOptions::Histogram(HistogramOptions::with_buckets(
                 ENVOY_DEFAULT_BUCKETS_MS.to_vec(),
             )),
-        }))
+        })
     }
 
     /// The dialects in force under this profile, given the ones the flags ask for. The
