@@ -2,11 +2,15 @@
 # Build stage: release binary with the tuned profile from Cargo.toml.
 FROM rust:1-bookworm AS build
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
 COPY benches ./benches
 # A workspace member: cargo loads its manifest even when building only the gateway.
 COPY tools ./tools
+# .git is not copied: pass --build-arg STATSGATE_GIT_REVISION=$(git rev-parse HEAD) and
+# STATSGATE_GIT_BRANCH for statsd_exporter_build_info; without them it reads "unknown".
+ARG STATSGATE_GIT_REVISION=
+ARG STATSGATE_GIT_BRANCH=
 RUN cargo build --release --locked --bin statsgate \
  && strip target/release/statsgate
 

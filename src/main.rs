@@ -28,10 +28,28 @@ fn main() {
     };
     statsgate::logging::init(flags.log_level, flags.log_format);
     if let Err(e) = run(flags) {
-        error!("{e:#}");
-        eprintln!("statsgate: {e:#}");
+        // One line, on stderr like every log line, in the format asked for.
+        error!("{}", describe(&e));
         std::process::exit(1);
     }
+}
+
+/// An error and its causes on one line, each cause once. The library's errors end their
+/// message with their cause (`cannot bind tcp socket to ...: Address already in use`), so
+/// a cause whose text ends the message so far is not written again.
+fn describe(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.ends_with(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 /// What the lifecycle endpoints and SIGHUP act on.
@@ -123,7 +141,7 @@ fn run(flags: Flags) -> Result<()> {
         store.clone(),
         mapper.clone(),
         flags.dialects(),
-        flags.profile()?,
+        flags.profile(),
     )
     .with_limits(flags.sample_limits())
     .with_sender_label(flags.statsd_sender_label.clone());

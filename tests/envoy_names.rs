@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::read_data;
+use common::{envoy_stat_names, read_data};
 use std::ops::Range;
 use std::sync::LazyLock;
 
@@ -12,18 +12,6 @@ use statsgate::mapping::profile::envoy::{
     Extracted, RegexEngine, TagExtractor, TagMatch, TagRuleSet, prometheus_label_name,
     prometheus_metric_name, sink_prefix_strip,
 };
-
-/// `(stat name, type)` for every data line, split on the last `|` as the file says.
-fn stat_names() -> Vec<(String, String)> {
-    read_data("envoy-stat-names.txt")
-        .lines()
-        .filter(|line| !line.starts_with('#') && !line.is_empty())
-        .map(|line| {
-            let (name, kind) = line.rsplit_once('|').unwrap();
-            (name.to_owned(), kind.to_owned())
-        })
-        .collect()
-}
 
 struct Case {
     set: TagRuleSet,
@@ -324,7 +312,7 @@ fn reinsert(original: &str, extracted: &str, matches: &[TagMatch<'_>]) -> String
 
 #[test]
 fn every_stat_name_gives_a_valid_prometheus_series() {
-    let names = stat_names();
+    let names = envoy_stat_names();
     assert_eq!(names.len(), 1122);
     let mut matches = Vec::new();
     for set in TagRuleSet::ALL {
@@ -428,7 +416,7 @@ impl Reference {
 
 #[test]
 fn every_stat_name_matches_the_reference_algorithm() {
-    let names = stat_names();
+    let names = envoy_stat_names();
     for set in TagRuleSet::ALL {
         let extractor = TagExtractor::new(set);
         let reference = Reference::new(set);
@@ -443,7 +431,7 @@ fn every_stat_name_matches_the_reference_algorithm() {
 
 #[test]
 fn stat_name_spot_checks() {
-    let names = stat_names();
+    let names = envoy_stat_names();
     for set in TagRuleSet::ALL {
         let extractor = TagExtractor::new(set);
         let cluster_label = if set == TagRuleSet::Istio {

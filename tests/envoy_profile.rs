@@ -3,7 +3,12 @@
 
 mod common;
 
-use common::{Gateway, promtool_check};
+use std::collections::{BTreeMap, BTreeSet};
+
+use common::{Gateway, envoy_stat_names, promtool_check, series};
+use statsgate::mapping::profile::envoy::{
+    TagExtractor, TagRuleSet, prometheus_label_name, prometheus_metric_name,
+};
 
 /// One flush of Envoy's plain statsd sink: one line per datagram, as Envoy sends them.
 const FLUSH: &[&str] = &[
@@ -229,4 +234,132 @@ fn untagged_envoy_histogram_is_written_as_envoy_does() {
             s.text
         );
     }
+}
+
+/// A series as the envoy profile writes it: labels sorted by name, `{}` when there are none.
+fn envoy_series(name: &str, labels: &[(String, String)]) -> String {
+    let labels: Vec<(&str, &str)> = labels
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    match series(name, &labels) {
+        bare if labels.is_empty() => format!("{bare}{{}}"),
+        with_labels => with_labels,
+    }
+}
+
+/// Every name of Envoy's stat-name corpus (IPv6 listeners among them), sent the way Envoy's
+/// statsd sink sends it, comes out under each rule set with exactly the name and labels of
+/// Envoy's own tag extraction (checked against the reference algorithm in `envoy_names.rs`):
+/// no byte of a name is taken for a tag of a dialect Envoy never sends.
+#[test]
+fn every_envoy_stat_name_keeps_its_bytes_under_every_rule_set() {
+    let mut names = envoy_stat_names();
+    assert!(
+        names
+            .iter()
+            .any(|(n, _)| n == "listener.[__]_15001.downstream_cx_total"),
+        "the corpus has the IPv4-mapped IPv6 listener"
+    );
+    for extra in [
+        "listener.[2001_db8__1]_443.x",
+        "listener.[2001_db8__1]_443.downstream_cx_total",
+    ] {
+        names.push((extra.to_owned(), "c".to_owned()));
+    }
+    for set in TagRuleSet::ALL {
+        let extractor = TagExtractor::new(set);
+        // What each series must read once every line is in: counters add up the names that
+        // fold into them, a gauge keeps the last value, a histogram counts observations.
+        let mut expected: BTreeMap<String, f64> = BTreeMap::new();
+        let mut payload = String::new();
+        for (i, (name, kind)) in names.iter().enumerate() {
+            let extracted = extractor.extract(name);
+            let metric = prometheus_metric_name(&extracted.name);
+            let labels: Vec<(String, String)> = extracted
+                .tags
+                .iter()
+                .map(|(k, v)| (prometheus_label_name(k), v.clone()))
+                .collect();
+            let value = i + 1;
+            payload.push_str(&format!("envoy.{name}:{value}|{kind}\n"));
+            match kind.as_str() {
+                "c" => *expected.entry(envoy_series(&metric, &labels)).or_default() += value as f64,
+                "g" => {
+                    expected.insert(envoy_series(&metric, &labels), value as f64);
+                }
+                "ms" => {
+                    *expected
+                        .entry(envoy_series(&format!("{metric}_count"), &labels))
+                        .or_default() += 1.0;
+                    *expected
+                        .entry(envoy_series(&format!("{metric}_sum"), &labels))
+                        .or_default() += value as f64;
+                }
+                other => panic!("{name}: unknown type {other}"),
+            }
+        }
+        let gw = Gateway::start(&["--profile=envoy", &format!("--envoy.tag-rules={set}")]);
+        gw.send_tcp(payload.as_bytes());
+        let s = gw.wait_for("every name", |s| {
+            s.count("statsd_exporter_lines_total") >= names.len() as f64
+        });
+        promtool_check(&s.text);
+        assert_eq!(s.count("statsd_exporter_tags_total"), 0.0, "{set}");
+        assert_eq!(s.count("statsd_exporter_tag_errors_total"), 0.0, "{set}");
+        let written: BTreeSet<&String> = s
+            .values
+            .keys()
+            .filter(|k| k.starts_with("envoy_") && !k.contains("_bucket{"))
+            .collect();
+        for (series, value) in &expected {
+            assert_eq!(s.get(series), Some(*value), "{set}: {series}");
+        }
+        let unexpected: Vec<&&String> = written
+            .iter()
+            .filter(|k| !expected.contains_key(k.as_str()))
+            .collect();
+        assert!(unexpected.is_empty(), "{set}: {unexpected:?}");
+        for ipv6 in ["[__]_15001", "[2001_db8__1]_443"] {
+            let label = if set == TagRuleSet::Istio {
+                "listener_address"
+            } else {
+                "envoy_listener_address"
+            };
+            assert!(
+                s.text.contains(&format!("{label}=\"{ipv6}\"")),
+                "{set}: {ipv6}"
+            );
+        }
+    }
+}
+
+#[test]
+fn envoy_profile_reads_other_tag_dialects_only_when_asked() {
+    let line = b"envoy.listener.[__]_15001.downstream_cx_total:2|c";
+    let gw = Gateway::start(&["--profile=envoy"]);
+    gw.send_udp(line);
+    let s = gw.wait_for("line", |s| s.count("statsd_exporter_lines_total") >= 1.0);
+    assert_eq!(
+        s.get("envoy_listener_downstream_cx_total{envoy_listener_address=\"[__]_15001\"}"),
+        Some(2.0),
+        "{}",
+        s.text
+    );
+    drop(gw);
+    // Asked for explicitly, SignalFX parsing takes `[__]` as a (broken) tag block, as
+    // statsd_exporter does.
+    let gw = Gateway::start(&["--profile=envoy", "--statsd.parse-signalfx-tags"]);
+    gw.send_udp(line);
+    let s = gw.wait_for("line", |s| s.count("statsd_exporter_lines_total") >= 1.0);
+    assert!(
+        s.text.contains("envoy_listener_address=\"_15001\""),
+        "{}",
+        s.text
+    );
+    assert!(
+        s.count("statsd_exporter_tag_errors_total") >= 1.0,
+        "{}",
+        s.text
+    );
 }

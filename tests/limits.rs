@@ -309,6 +309,36 @@ fn bad_values_are_refused_counted_and_create_no_series() {
     assert_eq!(s.get("control"), Some(1.0));
 }
 
+/// statsd_exporter creates no series for an event it drops: a counter whose only increment
+/// was negative, or a sampled observation too big for a new series' `_sum`, leaves no family
+/// behind (no HELP, no TYPE), while the drop is counted; a later good value creates it.
+#[test]
+fn a_dropped_first_event_leaves_no_family_behind() {
+    let gw = Gateway::start(&[]);
+    gw.send_udp(b"neg.counter:-5|c\nbig.hist:1e308|h|@0.1");
+    let errors = |s: &Samples, reason: &str| {
+        s.count(&format!(
+            "statsd_exporter_events_error_total{{reason=\"{reason}\"}}"
+        ))
+    };
+    let s = gw.wait_for("both refusals", |s| {
+        errors(s, "illegal_negative_counter") >= 1.0
+            && errors(s, "illegal_non_finite_value") >= 10.0
+    });
+    for gone in ["neg_counter", "big_hist"] {
+        assert!(!s.text.contains(gone), "{gone}:\n{}", s.text);
+    }
+    assert_eq!(errors(&s, "illegal_negative_counter"), 1.0);
+    assert_eq!(errors(&s, "illegal_non_finite_value"), 10.0);
+
+    gw.send_udp(b"neg.counter:3|c");
+    let s = gw.wait_for("the good increment", |s| s.get("neg_counter").is_some());
+    promtool_check(&s.text);
+    assert_eq!(s.get("neg_counter"), Some(3.0));
+    assert_eq!(s.type_of("neg_counter").as_deref(), Some("counter"));
+    assert_eq!(errors(&s, "illegal_negative_counter"), 1.0);
+}
+
 #[test]
 fn conflicting_names_stop_growing_the_conflict_metric_at_its_cap() {
     let gw = Gateway::start(&[]);

@@ -12,7 +12,9 @@ use clap::{ArgAction, Parser, ValueEnum};
 
 use crate::ingest::TcpOptions;
 use crate::line::Dialects;
-use crate::mapping::{CacheKind, CacheOptions, Profile, ProfileError, parse_go_duration};
+use crate::mapping::profile::ENVOY_DIALECTS;
+use crate::mapping::profile::envoy::TagRuleSet;
+use crate::mapping::{CacheKind, CacheOptions, Profile, parse_go_duration};
 use crate::store::{DEFAULT_MAX_SERIES, DEFAULT_MAX_SERIES_PER_METRIC, StoreOptions};
 use crate::worker::{SampleLimits, SenderLabel};
 
@@ -289,21 +291,21 @@ pub struct Flags {
     #[arg(long = "statsd.sender-label", value_parser = SenderLabel::new, value_name = "NAME")]
     pub statsd_sender_label: Option<SenderLabel>,
 
-    /// Parse DogStatsD style tags.
-    #[arg(long = "statsd.parse-dogstatsd-tags", action = ArgAction::Set, num_args = 0..=1, default_value = "true", default_missing_value = "true", value_name = "BOOL")]
-    pub parse_dogstatsd_tags: bool,
+    /// Parse DogStatsD style tags (default on).
+    #[arg(long = "statsd.parse-dogstatsd-tags", action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub parse_dogstatsd_tags: Option<bool>,
 
-    /// Parse InfluxDB style tags.
-    #[arg(long = "statsd.parse-influxdb-tags", action = ArgAction::Set, num_args = 0..=1, default_value = "true", default_missing_value = "true", value_name = "BOOL")]
-    pub parse_influxdb_tags: bool,
+    /// Parse InfluxDB style tags (default on; off under --profile=envoy).
+    #[arg(long = "statsd.parse-influxdb-tags", action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub parse_influxdb_tags: Option<bool>,
 
-    /// Parse Librato style tags.
-    #[arg(long = "statsd.parse-librato-tags", action = ArgAction::Set, num_args = 0..=1, default_value = "true", default_missing_value = "true", value_name = "BOOL")]
-    pub parse_librato_tags: bool,
+    /// Parse Librato style tags (default on; off under --profile=envoy).
+    #[arg(long = "statsd.parse-librato-tags", action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub parse_librato_tags: Option<bool>,
 
-    /// Parse SignalFX style tags.
-    #[arg(long = "statsd.parse-signalfx-tags", action = ArgAction::Set, num_args = 0..=1, default_value = "true", default_missing_value = "true", value_name = "BOOL")]
-    pub parse_signalfx_tags: bool,
+    /// Parse SignalFX style tags (default on; off under --profile=envoy).
+    #[arg(long = "statsd.parse-signalfx-tags", action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub parse_signalfx_tags: Option<bool>,
 
     /// The UDP address to relay every received line to, unmodified (host:port). Repeatable:
     /// with several, each line goes to one of them, chosen by a consistent hash of its series
@@ -337,12 +339,13 @@ pub struct Flags {
     pub envoy_prefix: String,
 
     /// Envoy tag-extraction rules for the envoy profile: envoy (Envoy's defaults), envoy-2018, or istio (Istio 1.0's bootstrap rules).
+    /// Checked whatever the profile, so a typo shows before the profile is switched on.
     #[arg(
         long = "envoy.tag-rules",
         default_value = "envoy",
         value_name = "RULES"
     )]
-    pub envoy_tag_rules: String,
+    pub envoy_tag_rules: TagRuleSet,
 
     /// Only log messages with the given severity or above.
     #[arg(long = "log.level", default_value = "info", value_enum)]
@@ -402,23 +405,29 @@ impl Flags {
         }
     }
 
-    /// The tag dialects asked for (`--statsd.parse-*-tags`); the profile may adjust them.
+    /// The tag dialects asked for: each `--statsd.parse-*-tags` flag given, and for the
+    /// others the profile's default (all on, as in statsd_exporter; under `--profile=envoy`
+    /// only DogStatsD, see [`ENVOY_DIALECTS`]). The profile may adjust them further.
     pub fn dialects(&self) -> Dialects {
+        let defaults = match self.profile {
+            ProfileName::Envoy => ENVOY_DIALECTS,
+            ProfileName::Statsd | ProfileName::IstioMixer => Dialects::default(),
+        };
         Dialects {
-            dogstatsd: self.parse_dogstatsd_tags,
-            influxdb: self.parse_influxdb_tags,
-            librato: self.parse_librato_tags,
-            signalfx: self.parse_signalfx_tags,
+            dogstatsd: self.parse_dogstatsd_tags.unwrap_or(defaults.dogstatsd),
+            influxdb: self.parse_influxdb_tags.unwrap_or(defaults.influxdb),
+            librato: self.parse_librato_tags.unwrap_or(defaults.librato),
+            signalfx: self.parse_signalfx_tags.unwrap_or(defaults.signalfx),
             dogstatsd_tags_last: false,
         }
     }
 
     /// The naming profile (`--profile`, `--envoy.prefix`, `--envoy.tag-rules`).
-    pub fn profile(&self) -> Result<Profile, ProfileError> {
+    pub fn profile(&self) -> Profile {
         match self.profile {
-            ProfileName::Statsd => Ok(Profile::Statsd),
-            ProfileName::IstioMixer => Ok(Profile::IstioMixer),
-            ProfileName::Envoy => Profile::envoy(&self.envoy_prefix, &self.envoy_tag_rules),
+            ProfileName::Statsd => Profile::Statsd,
+            ProfileName::IstioMixer => Profile::IstioMixer,
+            ProfileName::Envoy => Profile::envoy_with(&self.envoy_prefix, self.envoy_tag_rules),
         }
     }
 
@@ -484,12 +493,7 @@ mod tests {
         assert_eq!(f.statsd_unixsocket_mode, 0o755);
         assert_eq!(f.statsd_cache_size, 1000);
         assert_eq!(f.statsd_cache_type, CacheType::Lru);
-        assert!(
-            f.parse_dogstatsd_tags
-                && f.parse_influxdb_tags
-                && f.parse_librato_tags
-                && f.parse_signalfx_tags
-        );
+        assert_eq!(f.dialects(), Dialects::default());
         assert_eq!(f.log_format, LogFormat::Logfmt);
         assert_eq!(f.profile, ProfileName::Statsd);
         assert_eq!(f.web_max_connections, 1024);
@@ -572,7 +576,7 @@ mod tests {
             "600",
         ])
         .unwrap();
-        assert!(!f.parse_dogstatsd_tags);
+        assert!(!f.dialects().dogstatsd);
         assert_eq!(
             f.statsd_mapping_config.as_deref(),
             Some(std::path::Path::new("/etc/statsd/mapping.conf"))
@@ -581,7 +585,24 @@ mod tests {
         assert_eq!(f.statsd_listen_tcp, "");
         assert_eq!(f.statsd_unixsocket_mode, 0o600);
         let f = parse(&["--statsd.parse-influxdb-tags=false"]).unwrap();
-        assert!(!f.parse_influxdb_tags);
+        assert!(!f.dialects().influxdb);
+    }
+
+    #[test]
+    fn envoy_profile_reads_only_dogstatsd_tags_unless_asked() {
+        let dialects = |args: &[&str]| parse(args).unwrap().dialects();
+        let envoy = dialects(&["--profile=envoy"]);
+        assert!(envoy.dogstatsd && !envoy.influxdb && !envoy.librato && !envoy.signalfx);
+        // A flag given explicitly wins over the profile's default, either way.
+        let asked = dialects(&[
+            "--profile=envoy",
+            "--statsd.parse-signalfx-tags",
+            "--statsd.parse-librato-tags=true",
+            "--no-statsd.parse-dogstatsd-tags",
+        ]);
+        assert!(asked.signalfx && asked.librato && !asked.influxdb && !asked.dogstatsd);
+        let statsd = dialects(&["--no-statsd.parse-signalfx-tags"]);
+        assert!(statsd.dogstatsd && statsd.influxdb && statsd.librato && !statsd.signalfx);
     }
 
     #[test]
@@ -629,5 +650,9 @@ mod tests {
         assert!(parse(&["--web.max-connections=0"]).is_err());
         assert!(parse(&["--web.read-header-timeout=0"]).is_err());
         assert!(parse(&["--shutdown.grace-period=0"]).is_ok());
+        // Checked even when the profile that reads it is not selected.
+        assert!(parse(&["--envoy.tag-rules=nonsense"]).is_err());
+        let f = parse(&["--envoy.tag-rules=istio", "--check-config"]).unwrap();
+        assert_eq!(f.envoy_tag_rules, TagRuleSet::Istio);
     }
 }

@@ -122,7 +122,7 @@ pub(crate) fn ip_socket(
 
 /// Sets `SO_RCVBUF` to `bytes` unless it is 0 (the system default), and returns what the
 /// kernel granted, read back: Linux doubles the request for its bookkeeping and caps it at
-/// twice `net.core.rmem_max`.
+/// twice `net.core.rmem_max`. The listener's announcement logs it, once for all its sockets.
 pub(crate) fn set_read_buffer(
     socket: SockRef<'_>,
     listener: &'static str,
@@ -139,13 +139,6 @@ pub(crate) fn set_read_buffer(
         socket
             .recv_buffer_size()
             .map_err(option_error(listener, address, "SO_RCVBUF"))?;
-    tracing::info!(
-        listener,
-        address,
-        requested = bytes,
-        effective,
-        "receive buffer set (the kernel doubles the request and caps it at net.core.rmem_max)"
-    );
     Ok(Some(effective))
 }
 

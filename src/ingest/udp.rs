@@ -97,7 +97,7 @@ pub fn start_udp<F: SinkFactory>(
         sockets,
         read_buffers,
     } = bind_with_ipv4_fallback(LISTENER, opts.addr, bind)?;
-    tracing::info!(listener = "udp", address = %local_addr, sockets = opts.sockets, "accepting statsd over UDP");
+    tracing::info!(listener = "udp", address = %local_addr, sockets = opts.sockets, read_buffer = read_buffers.first(), "accepting statsd over UDP");
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut listener = Listener {

@@ -94,7 +94,7 @@ pub fn start_unixgram<F: SinkFactory>(
     let sink = factory.make_sink();
     let handle = threads.spawn(name, &shown, socket, sink, Arc::clone(&stop))?;
     guard.disarm();
-    tracing::info!(listener = "unixgram", path = %shown, mode = format_args!("{:o}", opts.mode), "accepting statsd over unixgram");
+    tracing::info!(listener = "unixgram", path = %shown, mode = format_args!("{:o}", opts.mode), read_buffer, "accepting statsd over unixgram");
     Ok(Listener {
         local_addr: None,
         stop,

@@ -219,6 +219,13 @@ families! { PROCESS:
         "Resident memory size in bytes.";
     PROCESS_START_TIME: Gauge "process_start_time_seconds" []
         "Start time of the process since unix epoch in seconds.";
+    PROCESS_VIRTUAL_MEMORY_MAX: Gauge "process_virtual_memory_max_bytes" []
+        "Maximum amount of virtual memory available in bytes.";
+    // Like client_golang: the IP octets of the process's network namespace.
+    PROCESS_NETWORK_RECEIVE: Counter "process_network_receive_bytes_total" []
+        "Number of bytes received by the process over the network.";
+    PROCESS_NETWORK_TRANSMIT: Counter "process_network_transmit_bytes_total" []
+        "Number of bytes sent by the process over the network.";
 }
 
 #[cfg(test)]

@@ -54,8 +54,9 @@ impl Telemetry {
         catalog::BUILD_INFO
             .gauge([
                 env!("CARGO_PKG_VERSION").into(),
-                "".into(),
-                "".into(),
+                // From `build.rs`: git's view of the checkout built, or `unknown`.
+                env!("STATSGATE_GIT_REVISION").into(),
+                env!("STATSGATE_GIT_BRANCH").into(),
                 "".into(),
                 std::env::consts::OS.into(),
                 std::env::consts::ARCH.into(),

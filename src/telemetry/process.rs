@@ -3,8 +3,9 @@
 use std::fmt::Write as _;
 
 use super::catalog::{
-    Family, PROCESS_CPU_SECONDS, PROCESS_MAX_FDS, PROCESS_OPEN_FDS, PROCESS_RESIDENT_MEMORY,
-    PROCESS_START_TIME, PROCESS_VIRTUAL_MEMORY,
+    Family, PROCESS_CPU_SECONDS, PROCESS_MAX_FDS, PROCESS_NETWORK_RECEIVE,
+    PROCESS_NETWORK_TRANSMIT, PROCESS_OPEN_FDS, PROCESS_RESIDENT_MEMORY, PROCESS_START_TIME,
+    PROCESS_VIRTUAL_MEMORY, PROCESS_VIRTUAL_MEMORY_MAX,
 };
 
 struct Stat {
@@ -49,6 +50,35 @@ fn max_fds() -> Option<f64> {
     (rc == 0).then_some(r.rlim_cur as f64)
 }
 
+/// The soft limit on address space; "unlimited" reads `u64::MAX`, as client_golang's procfs
+/// reads it.
+fn max_address_space() -> Option<f64> {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut r) };
+    (rc == 0).then_some(r.rlim_cur as f64)
+}
+
+/// `IpExt` `InOctets` and `OutOctets` from `/proc/self/net/netstat`: a line of names then a
+/// line of values, each starting `IpExt:`. A missing field reads 0, as in client_golang.
+fn network_octets() -> Option<(f64, f64)> {
+    let netstat = std::fs::read_to_string("/proc/self/net/netstat").ok()?;
+    let mut ip_ext = netstat.lines().filter_map(|l| l.strip_prefix("IpExt:"));
+    let (names, values) = (ip_ext.next()?, ip_ext.next()?);
+    let field = |wanted: &str| {
+        names
+            .split_whitespace()
+            .zip(values.split_whitespace())
+            .find(|(name, _)| *name == wanted)
+            .and_then(|(_, v)| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    Some((field("InOctets"), field("OutOctets")))
+}
+
 fn family(out: &mut String, family: &Family<0>, value: f64) {
     let (name, help, kind) = (family.name, family.help, family.kind.as_str());
     let _ = write!(
@@ -57,18 +87,30 @@ fn family(out: &mut String, family: &Family<0>, value: f64) {
     );
 }
 
+/// Writes every `process_*` family that can be read, sorted by name as client_golang's
+/// registry writes them; one that cannot be read is left out, as there.
 pub(super) fn render(out: &mut String) {
-    if let Some(s) = read_stat() {
+    let stat = read_stat();
+    if let Some(s) = &stat {
         family(out, &PROCESS_CPU_SECONDS, s.cpu_seconds);
-        family(out, &PROCESS_RESIDENT_MEMORY, s.rss_bytes);
-        family(out, &PROCESS_START_TIME, s.start_time);
-        family(out, &PROCESS_VIRTUAL_MEMORY, s.vsize);
+    }
+    if let Some(m) = max_fds() {
+        family(out, &PROCESS_MAX_FDS, m);
+    }
+    if let Some((received, sent)) = network_octets() {
+        family(out, &PROCESS_NETWORK_RECEIVE, received);
+        family(out, &PROCESS_NETWORK_TRANSMIT, sent);
     }
     if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
         family(out, &PROCESS_OPEN_FDS, dir.count() as f64);
     }
-    if let Some(m) = max_fds() {
-        family(out, &PROCESS_MAX_FDS, m);
+    if let Some(s) = &stat {
+        family(out, &PROCESS_RESIDENT_MEMORY, s.rss_bytes);
+        family(out, &PROCESS_START_TIME, s.start_time);
+        family(out, &PROCESS_VIRTUAL_MEMORY, s.vsize);
+    }
+    if let Some(m) = max_address_space() {
+        family(out, &PROCESS_VIRTUAL_MEMORY_MAX, m);
     }
 }
 

@@ -17,7 +17,7 @@ use crate::store::{ObserverOptions, ResolveError, SeriesKind, SeriesSpec, Store,
 use crate::telemetry::{CONFLICT_NAMES, catalog};
 
 use super::handles::{NO_RETRY, Outcome, Resolution};
-use super::limits::{DropReason, SampleLimits, checked_value};
+use super::limits::{DropReason, SampleLimits, ValueError, checked_value};
 use super::sender::SenderLabel;
 
 /// What a first sight decided, and why the identity cannot be stored when it cannot (for a
@@ -204,8 +204,16 @@ pub(super) fn resolve(
         return done(resolution, Some(problem));
     }
     // As statsd_exporter, after the mapping and before the registry: a refused first value
-    // creates no series, and the key is resolved again with its next value.
-    if let Err(e) = checked_value(sample.stat_type, sample.value, scale, profile) {
+    // creates no series, and the key is resolved again with its next value. That includes
+    // a sampled observation whose `_sum` (value times repeat) the new series could not take.
+    let refused = match checked_value(sample.stat_type, sample.value, scale, profile) {
+        Err(e) => Some(e),
+        Ok(v) if kind == EventKind::Observer && !(v * f64::from(sample.repeat)).is_finite() => {
+            Some(ValueError::NonFinite)
+        }
+        Ok(_) => None,
+    };
+    if let Some(e) = refused {
         resolution.outcome = Outcome::BadValue(e);
         return done(resolution, None);
     }

@@ -32,6 +32,7 @@ const TEMPLATES: &[&str] = &[
     "gauge:{v}|g",
     "timer:{v}|ms|@0.25",
     "hist:{v}|h",
+    "rated.hist:{v}|h|@0.1",
     "dist:{v}|d|#k:v",
     "dog:{v}|c|#a:1,b:2,a:3",
     "dog.container:{v}|c|#a:1|c:abc",
@@ -54,7 +55,7 @@ const TEMPLATES: &[&str] = &[
 ];
 
 const VALUES: &[&str] = &[
-    "1", "-2", "+3.5", "0x1p-2", "1e3", "NaN", "-Inf", "bad", "", "1_0", "-0", "7",
+    "1", "-2", "+3.5", "0x1p-2", "1e3", "NaN", "-Inf", "bad", "", "1_0", "-0", "7", "1e308",
 ];
 
 fn run(w: &mut Worker, lines: &[String]) -> (String, BatchCounts) {
@@ -335,6 +336,18 @@ fn refused_values_never_create_a_series() {
         "{t}"
     );
     assert_eq!((w.counts.negative_counter, w.counts.non_finite), (2, 6));
+}
+
+#[test]
+fn a_sampled_observation_too_big_for_a_new_series_creates_none() {
+    let mut w = limited_worker(StoreOptions::default(), SampleLimits::default());
+    // Finite, but ten of them overflow the `_sum` of the series it would create.
+    w.line(b"big.hist:1e308|h|@0.1");
+    assert_eq!(w.shared.store.series_count(), 0, "{}", text(&w));
+    assert_eq!(w.counts.non_finite, 10, "each of the ten events is counted");
+    w.line(b"big.hist:1e307|h|@0.1");
+    let t = text(&w);
+    assert!(t.contains("big_hist_count 10\n"), "{t}");
 }
 
 #[test]

@@ -473,3 +473,18 @@ pub fn cases() -> serde_json::Value {
     let text = read_data("statsd_exporter_cases.json");
     serde_json::from_str(&text).expect("statsd_exporter_cases.json is JSON")
 }
+
+/// `(stat name, type)` for every line of Envoy's stat-name corpus
+/// (`tests/data/envoy-stat-names.txt`), split on the last `|` as its header says.
+pub fn envoy_stat_names() -> Vec<(String, String)> {
+    read_data("envoy-stat-names.txt")
+        .lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .map(|line| {
+            let (name, kind) = line
+                .rsplit_once('|')
+                .unwrap_or_else(|| panic!("no type in {line:?}"));
+            (name.to_owned(), kind.to_owned())
+        })
+        .collect()
+}

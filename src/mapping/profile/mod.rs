@@ -16,6 +16,18 @@ use envoy::{
     prometheus_metric_name, sink_prefix_strip,
 };
 
+/// The tag dialects read under the Envoy profile where no `--statsd.parse-*-tags` flag says
+/// otherwise: DogStatsD only, the one dialect an Envoy sink sends (`dog_statsd`; the plain
+/// `statsd` sink sends none). The others would read bytes of real Envoy names as tags: an IPv6
+/// listener `listener.[__]_15001.downstream_cx_total` looks like a SignalFX tag block.
+pub const ENVOY_DIALECTS: Dialects = Dialects {
+    dogstatsd: true,
+    influxdb: false,
+    librato: false,
+    signalfx: false,
+    dogstatsd_tags_last: true,
+};
+
 /// A built-in naming profile: what happens to names the mapping file does not match.
 #[derive(Debug, Default)]
 pub enum Profile {
@@ -94,16 +106,23 @@ impl Profile {
         let set: TagRuleSet = rules
             .parse()
             .map_err(|_| ProfileError::UnknownTagRules(rules.to_string()))?;
-        Ok(Profile::Envoy(EnvoyProfile {
-            extractor: TagExtractor::new(set),
+        Ok(Profile::envoy_with(prefix, set))
+    }
+
+    /// The Envoy profile: strip `prefix.`, extract tags with the `rules` set.
+    pub fn envoy_with(prefix: &str, rules: TagRuleSet) -> Profile {
+        Profile::Envoy(EnvoyProfile {
+            extractor: TagExtractor::new(rules),
             prefix: prefix.to_string(),
             histogram: ObserverOptions::Histogram(HistogramOptions::with_buckets(
                 ENVOY_DEFAULT_BUCKETS_MS.to_vec(),
             )),
-        }))
+        })
     }
 
-    /// The dialects in force under this profile, given the ones the flags ask for.
+    /// The dialects in force under this profile, given the ones the flags ask for. The
+    /// Envoy profile's defaults ([`ENVOY_DIALECTS`]) are applied where the flags are read
+    /// ([`crate::cli::Flags::dialects`]), as only there is it known which flags were given.
     pub(crate) fn adjust_dialects(&self, d: Dialects) -> Dialects {
         match self {
             Profile::Statsd => d,
