@@ -933,7 +933,7 @@ fn soak_and_abuse() {
         "soak: {}s (warm-up {}s, start-up {:.1}s, drain {:.1}s), control lines {control_sent} sent / {control_counted} counted{}, \
          background {} lines at {:.0}/s ({:.0}% malformed), flood {} names, {refused} refused \
          at max-series {MAX_SERIES} (series at most {}), lines counted {}, scrapes {} ok / {} \
-         errors, slowest {:.2}s, slow HTTP readers {} (write timeouts {write_timeouts}), \
+         errors, slowest {:.2}s ({:.0} KB), slow HTTP readers {} (write timeouts {write_timeouts}), \
          reloads {} ok / {reload_failures} failed, TCP vanish {} (FIN {}, RST {}, too long {}), \
          idle closed {idle_closed}, UDP kernel drops {kernel_drops} (senders paused {:.1}s), \
          RSS warm {:.1} MiB, max after {:.1} MiB ({:+.1}%; limit {:.1} MiB)",
@@ -951,6 +951,7 @@ fn soak_and_abuse() {
         r.scrapes.ok,
         r.scrapes.errors.len(),
         r.scrapes.slowest.as_secs_f64(),
+        s.text.len() as f64 / 1e3,
         r.slow_connections,
         r.reloads,
         v.fin + v.rst + v.too_long,
