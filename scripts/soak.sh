@@ -4,7 +4,7 @@
 # --statsd.max-series, TCP clients that vanish mid-line, slow and non-reading HTTP clients,
 # a scrape every second and a mapping reload every 30 s. Loopback only, ephemeral ports,
 # bounded in time; the gateway is killed at the end. It is tests/soak.rs, the same test CI
-# runs for 45 s in the debug build: it asserts zero loss of control lines, no failed or
+# runs for 40 s in the debug build: it asserts zero loss of control lines, no failed or
 # slow scrape, and RSS flat after the warm-up, and prints one summary line (`soak: ...`).
 # Needs promtool (Debian's `prometheus` package), as the test suite does.
 # Usage: scripts/soak.sh [SECONDS]; STATSGATE_SOAK_RATE sets the background lines per second
