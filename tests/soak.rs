@@ -849,13 +849,14 @@ fn soak_and_abuse() {
         &format!("--web.write-timeout={WEB_WRITE_TIMEOUT}"),
     ]);
     let udp = gw.udp.expect("udp listener");
-    // What the kernel granted (capped by net.core.rmem_max), as the gateway logged it.
+    // What the kernel granted (capped by net.core.rmem_max), as the UDP listener's
+    // announcement gives it.
     let granted = gw
         .log_events()
         .iter()
         .find_map(|e| {
             (e.get("listener")?.as_str()? == "udp").then_some(())?;
-            e.get("effective")?.as_u64()
+            e.get("read_buffer")?.as_u64()
         })
         .unwrap_or_else(|| panic!("no UDP receive buffer in the log:\n{}", gw.log_text()));
     let gate = UdpGate {
