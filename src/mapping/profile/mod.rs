@@ -29,7 +29,8 @@ pub const ENVOY_DIALECTS: Dialects = Dialects {
 };
 
 /// A built-in naming profile: what happens to names the mapping file does not match.
-#[derive(Debug, Default)]
+/// Cloning is cheap: compiled rules share their regex programs.
+#[derive(Clone, Debug, Default)]
 pub enum Profile {
     /// Current statsd_exporter: escaped statsd name, tags as labels, timers in seconds.
     #[default]
@@ -45,7 +46,7 @@ pub enum Profile {
 }
 
 /// Settings of the Envoy profile, built by [`Profile::envoy`].
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct EnvoyProfile {
     extractor: TagExtractor,
     prefix: String,

@@ -133,7 +133,7 @@ pub struct TagMatch<'a> {
 }
 
 /// A rule ready to run; built once by [`TagExtractor::new`].
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct CompiledRule {
     tag_name: &'static str,
     substr_prefilter: &'static str,
@@ -144,7 +144,7 @@ struct CompiledRule {
 
 /// The rules a name with a given first token must try, in declared order: those whose regex
 /// requires that token and those that require none.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct TokenRules {
     token: &'static str,
     rules: Box<[usize]>,
@@ -157,7 +157,7 @@ struct TokenRules {
 /// first token to the rules that can match them (as newer Envoy does), and each rule's
 /// substring prefilter is checked before its regex. A name that touches no rule costs a
 /// token lookup and a few substring scans.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct TagExtractor {
     set: TagRuleSet,
     rules: Box<[CompiledRule]>,
