@@ -7,19 +7,7 @@ mod common;
 use std::io::Write;
 use std::net::TcpStream;
 
-use common::{Gateway, promtool_check};
-
-/// A small deterministic generator, so a failure replays.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
+use common::{Gateway, XorShift, promtool_check};
 
 fn hostile_lines() -> Vec<Vec<u8>> {
     let mut v: Vec<Vec<u8>> = [

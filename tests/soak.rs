@@ -32,7 +32,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Gateway, Samples, TempDir, promtool_check, series};
+use common::{Gateway, Samples, TempDir, XorShift, promtool_check, series};
 
 /// Background lines per second when `STATSGATE_SOAK_RATE` is not set: about what a debug
 /// build ingests beside everything else on a 2-core machine (when it cannot, the senders
@@ -69,22 +69,6 @@ fn env_u64(name: &str, default: u64) -> u64 {
             .parse()
             .unwrap_or_else(|_| panic!("{name}={v:?} is not a whole number")),
         Err(_) => default,
-    }
-}
-
-/// A small deterministic generator, so a failure replays.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
     }
 }
 

@@ -488,3 +488,21 @@ pub fn envoy_stat_names() -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// A small deterministic generator (xorshift64), so a failing run replays from its seed.
+pub struct XorShift(pub u64);
+
+impl XorShift {
+    /// The next value; the seed must not be 0.
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A value in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
