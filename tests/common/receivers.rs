@@ -28,22 +28,11 @@ pub fn free_port() -> u16 {
 /// format does, whatever order the labels came in: scrape keys and receiver results
 /// compare equal through it.
 pub fn canonical(name: &str, labels: &BTreeMap<String, String>) -> String {
-    let inner: Vec<String> = labels
+    let pairs: Vec<(&str, &str)> = labels
         .iter()
-        .map(|(k, v)| {
-            format!(
-                "{k}=\"{}\"",
-                v.replace('\\', "\\\\")
-                    .replace('"', "\\\"")
-                    .replace('\n', "\\n")
-            )
-        })
+        .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    if inner.is_empty() {
-        name.to_string()
-    } else {
-        format!("{name}{{{}}}", inner.join(","))
-    }
+    super::series(name, &pairs)
 }
 
 /// Parses a scrape's series key (`name{k="v",...}`, escaped) into name and labels.
