@@ -274,22 +274,28 @@ fn background_seed() -> String {
 /// Bytes queued on the gateway's UDP socket and the socket's kernel drop count, from
 /// `/proc/net/udp` (`tx_queue:rx_queue` in hex is the 5th field, drops the 13th).
 fn udp_queue(port: u16) -> (u64, u64) {
-    let text = std::fs::read_to_string("/proc/net/udp").expect("read /proc/net/udp");
+    // The kernel writes /proc/net/udp a page at a time from a hash table that other sockets
+    // (this test's senders) change in between, so one read can miss a socket that exists:
+    // only a socket missing from several reads in a row is gone.
     let local = format!(":{port:04X}");
-    for line in text.lines().skip(1) {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        let loopback = f.get(1).is_some_and(|a| {
-            (a.starts_with("0100007F") || a.starts_with("7F000001")) && a.ends_with(&local)
-        });
-        if loopback && f.len() >= 13 {
-            let rx = f[4]
-                .split_once(':')
-                .and_then(|(_, rx)| u64::from_str_radix(rx, 16).ok())
-                .expect("rx_queue in /proc/net/udp");
-            return (rx, f[12].parse().expect("drops in /proc/net/udp"));
+    for _ in 0..20 {
+        let text = std::fs::read_to_string("/proc/net/udp").expect("read /proc/net/udp");
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let loopback = f.get(1).is_some_and(|a| {
+                (a.starts_with("0100007F") || a.starts_with("7F000001")) && a.ends_with(&local)
+            });
+            if loopback && f.len() >= 13 {
+                let rx = f[4]
+                    .split_once(':')
+                    .and_then(|(_, rx)| u64::from_str_radix(rx, 16).ok())
+                    .expect("rx_queue in /proc/net/udp");
+                return (rx, f[12].parse().expect("drops in /proc/net/udp"));
+            }
         }
+        std::thread::sleep(Duration::from_millis(1));
     }
-    panic!("the gateway's UDP socket 127.0.0.1:{port} is not in /proc/net/udp");
+    panic!("the gateway's UDP socket 127.0.0.1:{port} is not in /proc/net/udp (20 reads)");
 }
 
 /// Holds UDP senders back while the gateway's receive queue is over `room` bytes.
