@@ -78,6 +78,14 @@ fn unmapped() -> Arc<LiveMapper> {
         .clone()
 }
 
+/// A stored series' labels in the strict reader's form.
+fn owned_labels(labels: &[(Box<str>, Box<str>)]) -> Vec<(String, String)> {
+    labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 fn same(a: f64, b: f64) -> bool {
     a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
 }
@@ -138,11 +146,7 @@ fuzz_target!(|data: &[u8]| {
         match fam.family_type() {
             FamilyType::Counter | FamilyType::Gauge => {
                 fam.for_each_series(64, |s| {
-                    let want: Vec<(String, String)> = s
-                        .labels()
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect();
+                    let want = owned_labels(s.labels());
                     let Some(got) = p.samples.iter().find(|x| x.labels == want) else {
                         panic!("series {want:?} of {} missing\n{text}", fam.name());
                     };
@@ -157,11 +161,7 @@ fuzz_target!(|data: &[u8]| {
             }
             FamilyType::Histogram => {
                 fam.for_each_series(64, |s| {
-                    let want: Vec<(String, String)> = s
-                        .labels()
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect();
+                    let want = owned_labels(s.labels());
                     let bucket_name = format!("{}_bucket", fam.name());
                     let buckets: Vec<&ParsedSample> = p
                         .samples
@@ -200,11 +200,7 @@ fuzz_target!(|data: &[u8]| {
             }
             FamilyType::Summary => {
                 fam.for_each_series(64, |s| {
-                    let want: Vec<(String, String)> = s
-                        .labels()
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect();
+                    let want = owned_labels(s.labels());
                     let quantiles: Vec<&ParsedSample> = p
                         .samples
                         .iter()
