@@ -32,6 +32,11 @@ openssl version
 # Debian's victoria-metrics build prints no version of its own.
 echo "victoria-metrics $(dpkg-query -W -f '${Version}' victoria-metrics 2>/dev/null || echo '(not from a Debian package)')"
 
+# Incremental caches would add gigabytes to a one-off build; the free disk is printed so that a
+# "No space left on device" further down is easy to place.
+export CARGO_INCREMENTAL=0
+df -h . | awk 'NR == 2 { print "disk: " $4 " free of " $2 " on " $6 }'
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy --workspace --all-targets -- -D warnings"
