@@ -3,6 +3,7 @@
 //! build's ldflags). Outside a git checkout, or without git, both read `unknown`; the
 //! environment variables `STATSGATE_GIT_REVISION` and `STATSGATE_GIT_BRANCH`, when set and
 //! not empty, win (for builds from a source tarball or a Docker context without `.git`).
+//! The compiler's version fills `goversion`, in Go's shape (`rustc1.95.0` as `go1.22.5`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -48,6 +49,19 @@ fn main() {
     println!(
         "cargo:rustc-env=STATSGATE_GIT_BRANCH={}",
         branch.as_deref().unwrap_or(UNKNOWN)
+    );
+
+    // Cargo hands build scripts the compiler it builds with in `RUSTC`.
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
+    let compiler = Command::new(rustc)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .and_then(|text| text.split_whitespace().nth(1).map(|v| format!("rustc{v}")));
+    println!(
+        "cargo:rustc-env=STATSGATE_RUSTC_VERSION={}",
+        compiler.as_deref().unwrap_or(UNKNOWN)
     );
 
     // Run again only when HEAD moves: its file (a worktree has its own), the ref it points

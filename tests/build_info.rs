@@ -64,6 +64,14 @@ fn build_info_carries_the_git_revision_and_branch() {
     assert!(!branch.is_empty());
     assert_eq!(branch, git(&["rev-parse", "--abbrev-ref", "HEAD"]));
     assert_eq!(label("version"), env!("CARGO_PKG_VERSION"));
+    // The compiler that built it, in Go's `go1.22.5` shape.
+    let rustc = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
+        .arg("--version")
+        .output()
+        .unwrap();
+    let rustc = String::from_utf8(rustc.stdout).unwrap();
+    let version = rustc.split_whitespace().nth(1).unwrap();
+    assert_eq!(label("goversion"), format!("rustc{version}"));
 }
 
 #[test]

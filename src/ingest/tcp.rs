@@ -126,7 +126,7 @@ pub async fn start_tcp<F: SinkFactory>(
         listener = "tcp",
         address = %local_addr,
         max_connections,
-        idle_timeout = ?opts.idle_timeout,
+        idle_timeout = %opts.idle_timeout.map_or_else(|| "none".to_owned(), |d| format!("{d:?}")),
         "accepting statsd over TCP"
     );
     let limits = Limits {

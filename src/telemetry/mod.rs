@@ -57,7 +57,8 @@ impl Telemetry {
                 // From `build.rs`: git's view of the checkout built, or `unknown`.
                 env!("STATSGATE_GIT_REVISION").into(),
                 env!("STATSGATE_GIT_BRANCH").into(),
-                "".into(),
+                // statsd_exporter's `goversion`: the compiler, e.g. `rustc1.95.0`.
+                env!("STATSGATE_RUSTC_VERSION").into(),
                 std::env::consts::OS.into(),
                 std::env::consts::ARCH.into(),
             ])
