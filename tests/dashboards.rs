@@ -172,9 +172,15 @@ impl Drop for Traffic {
     }
 }
 
+/// A series' labels.
+type Labels = BTreeMap<String, String>;
+
+/// A variable's name → its value as interpolated.
+type Variables = BTreeMap<String, String>;
+
 /// The answer of Prometheus's instant query API: `Err` with its error when the query was
 /// refused, else the result's samples as (labels, value).
-fn query(prom: &Prometheus, q: &str) -> Result<Vec<(BTreeMap<String, String>, f64)>, String> {
+fn query(prom: &Prometheus, q: &str) -> Result<Vec<(Labels, f64)>, String> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(5)))
@@ -221,7 +227,7 @@ fn query(prom: &Prometheus, q: &str) -> Result<Vec<(BTreeMap<String, String>, f6
 /// `text` with Grafana's `$name` and `${name}` (`${name:format}`) replaced from `vars`, the
 /// way Grafana interpolates a query. `$1` and the like (label_replace's capture groups)
 /// are left alone; any other unknown variable is an error.
-fn interpolate(text: &str, vars: &BTreeMap<String, String>) -> Result<String, String> {
+fn interpolate(text: &str, vars: &Variables) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(at) = rest.find('$') {
@@ -268,7 +274,7 @@ fn variable_query(var: &Value) -> String {
 fn query_variable_values(
     prom: &Prometheus,
     var: &Value,
-    vars: &BTreeMap<String, String>,
+    vars: &Variables,
 ) -> Result<Vec<String>, String> {
     let text = interpolate(&variable_query(var), vars)?;
     let inner = text
@@ -321,8 +327,8 @@ fn resolve_variables(
     prom: &Prometheus,
     dashboard: &Value,
     selection: Selection,
-) -> Result<(BTreeMap<String, String>, BTreeMap<String, String>), String> {
-    let mut vars: BTreeMap<String, String> = BUILTINS
+) -> Result<(Variables, Variables), String> {
+    let mut vars: Variables = BUILTINS
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
@@ -483,9 +489,16 @@ fn dashboards_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboards")
 }
 
-#[test]
-fn every_panel_of_every_dashboard_returns_data_from_a_real_prometheus() {
-    // Every dashboard parses and is well formed before anything starts.
+/// A dashboard: its file name, its JSON and its queries.
+struct Dashboard {
+    file: String,
+    json: Value,
+    targets: Vec<Target>,
+}
+
+/// Every JSON file of `dashboards/`, parsed and checked by [`check_structure`]; the
+/// dashboards [`EXPECTED`] must be among them and no two may share a uid.
+fn load_dashboards() -> Vec<Dashboard> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dashboards_dir())
         .expect("dashboards/ exists")
         .map(|e| e.expect("read dashboards/").path())
@@ -518,8 +531,26 @@ fn every_panel_of_every_dashboard_returns_data_from_a_real_prometheus() {
             uids.insert(dashboard["uid"].as_str().unwrap_or_default().to_owned()),
             "{name}: uid used by another dashboard"
         );
-        dashboards.push((name.clone(), dashboard, targets));
+        dashboards.push(Dashboard {
+            file: name.clone(),
+            json: dashboard,
+            targets,
+        });
     }
+    dashboards
+}
+
+#[test]
+fn dashboards_parse_with_unique_panel_ids_and_the_datasource_variable() {
+    let dashboards = load_dashboards();
+    for d in &dashboards {
+        assert!(!d.targets.is_empty(), "{}: no queries", d.file);
+    }
+}
+
+#[test]
+fn every_panel_of_every_dashboard_returns_data_from_a_real_prometheus() {
+    let dashboards = load_dashboards();
 
     // A mapping file to reload, a remote_write receiver that first answers a 503 (retried)
     // and a 400 (dropped), so the remote_write panels have something to show.
@@ -580,7 +611,12 @@ fn every_panel_of_every_dashboard_returns_data_from_a_real_prometheus() {
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut failures = Vec::new();
     let mut checked = 0;
-    for (file, dashboard, targets) in &dashboards {
+    for Dashboard {
+        file,
+        json: dashboard,
+        targets,
+    } in &dashboards
+    {
         for selection in [Selection::OneValue, Selection::All] {
             let (vars, one_value) = match resolve_variables(&prom, dashboard, selection) {
                 Ok(v) => v,
