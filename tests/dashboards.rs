@@ -552,7 +552,7 @@ fn dashboards_parse_with_unique_panel_ids_and_the_datasource_variable() {
 fn every_panel_of_every_dashboard_returns_data_from_a_real_prometheus() {
     let dashboards = load_dashboards();
 
-    // A mapping file to reload, a remote_write receiver that first answers a 503 (retried)
+    // A mapping file to reload; a remote_write receiver that first answers a 503 (retried)
     // and a 400 (dropped), so the remote_write panels have something to show.
     let dir = TempDir::new("dashboards");
     let mapping = dir.0.join("mapping.yml");
@@ -564,9 +564,16 @@ fn every_panel_of_every_dashboard_returns_data_from_a_real_prometheus() {
     let mapping_flag = format!("--statsd.mapping-config={}", mapping.display());
     let receiver = ScriptedReceiver::start(&[503, 400], 204);
     let remote_write = format!("--remote-write.url={}", receiver.write_url());
+    // A relay target, so the relay panel has a target to show.
+    let relay_target = UdpSocket::bind("127.0.0.1:0").expect("bind the relay target");
+    let relay = format!(
+        "--statsd.relay.address={}",
+        relay_target.local_addr().expect("relay target address")
+    );
     let statsd_args = [
         mapping_flag.as_str(),
         remote_write.as_str(),
+        relay.as_str(),
         "--remote-write.interval=1s",
         "--remote-write.min-backoff=10ms",
         "--web.enable-lifecycle",
