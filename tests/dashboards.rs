@@ -348,16 +348,19 @@ fn resolve_variables(
             }
             "query" => {
                 let values = query_variable_values(prom, var, &vars)?;
+                let multi = var["multi"].as_bool() == Some(true);
                 let used = taken.entry(variable_query(var)).or_default();
                 let value = values
                     .iter()
-                    .find(|v| !used.contains(*v))
+                    .find(|v| multi || !used.contains(*v))
                     .or(values.first())
                     .ok_or_else(|| {
                         format!("variable ${name} ({}) has no values", variable_query(var))
                     })?
                     .clone();
-                used.insert(value.clone());
+                if !multi {
+                    used.insert(value.clone());
+                }
                 one_value.insert(name.clone(), value.clone());
                 let all = var["includeAll"].as_bool() == Some(true) && selection == Selection::All;
                 let set = if all {
@@ -444,6 +447,10 @@ fn check_structure(file: &str, dashboard: &Value) -> Vec<Target> {
             assert!(
                 ref_ids.insert(t["refId"].as_str().unwrap_or_default().to_owned()),
                 "{file}: panel {title:?} repeats a refId"
+            );
+            assert_eq!(
+                t["datasource"]["uid"], "${datasource}",
+                "{file}: a query of panel {title:?} does not use the datasource variable"
             );
             targets.push(Target {
                 panel: title.clone(),
@@ -579,7 +586,10 @@ fn every_panel_of_every_dashboard_returns_data_from_a_real_prometheus() {
         "--web.enable-lifecycle",
     ];
 
-    let (envoy_port, mixer_port) = (free_port(), free_port());
+    let envoy_port = free_port();
+    let mixer_port = std::iter::repeat_with(free_port)
+        .find(|p| *p != envoy_port)
+        .expect("a second free port");
     let prom = prometheus::start(&format!(
         "  - job_name: envoy\n    static_configs:\n      - targets: ['127.0.0.1:{envoy_port}']\n\
          \x20 - job_name: istio-mixer\n    static_configs:\n      - targets: ['127.0.0.1:{mixer_port}']\n"
