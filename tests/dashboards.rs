@@ -690,3 +690,23 @@ fn every_panel_of_every_dashboard_returns_data_from_a_real_prometheus() {
     );
     assert!(checked > 100, "only {checked} queries checked");
 }
+
+#[test]
+fn interpolation_reads_whole_variable_names_and_leaves_capture_groups() {
+    let vars: Variables = [("version", "v1"), ("version_a", "v2"), ("__range", "1m")]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    assert_eq!(
+        interpolate(
+            r#"x{a="$version_a",b="${version}",c="${version:regex}"}[$__range]"#,
+            &vars
+        ),
+        Ok(r#"x{a="v2",b="v1",c="v1"}[1m]"#.to_owned())
+    );
+    assert_eq!(
+        interpolate(r#"label_replace(x, "c", "$1", "n", "(.+)")"#, &vars),
+        Ok(r#"label_replace(x, "c", "$1", "n", "(.+)")"#.to_owned())
+    );
+    assert!(interpolate("x{a=\"$unknown\"}", &vars).is_err());
+}
