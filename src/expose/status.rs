@@ -189,6 +189,8 @@ pub struct BuildInfo {
     pub revision: String,
     /// The git branch, or `unknown`.
     pub branch: String,
+    /// Operating system and CPU architecture built for, `linux/x86_64`.
+    pub platform: String,
     /// Process start, Unix seconds.
     pub started_at: f64,
     /// Seconds since start.
@@ -422,6 +424,7 @@ impl Inner {
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 revision: env!("STATSGATE_GIT_REVISION").to_string(),
                 branch: env!("STATSGATE_GIT_BRANCH").to_string(),
+                platform: format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH),
                 started_at: unix_seconds(self.started),
                 uptime_seconds: now
                     .duration_since(self.started)
@@ -571,22 +574,23 @@ nav{background:#24292f;color:#fff;padding:0 24px;display:flex;align-items:center
 nav .brand{font-weight:600;font-size:17px;color:#fff;text-decoration:none;margin-right:12px}
 nav a{color:#c9d1d9;text-decoration:none}nav a:hover{color:#fff}
 main{max-width:1400px;margin:0 auto;padding:20px 24px 40px}
-h1{font-size:22px;font-weight:500;margin:4px 0 16px}
+h1{font-size:22px;font-weight:500;margin:0 0 14px}
 h2{font-size:16px;font-weight:600;margin:0;padding:10px 14px;border-bottom:1px solid #e1e4e8;background:#fafbfc;border-radius:6px 6px 0 0}
 h2 small{font-weight:400;color:#6a737d;margin-left:6px}
 section{background:#fff;border:1px solid #e1e4e8;border-radius:6px;margin-bottom:18px}
 .grid{display:grid;grid-template-columns:minmax(0,1fr) minmax(0,1fr);gap:18px}.grid section{margin-bottom:0}
 .row{margin-bottom:18px}
 table{width:100%;border-collapse:collapse}
-th,td{text-align:left;padding:5px 12px;border-top:1px solid #eef0f2;vertical-align:top;overflow-wrap:anywhere}
+th,td{text-align:left;padding:4px 12px;border-top:1px solid #eef0f2;vertical-align:baseline;overflow-wrap:anywhere}
 thead th{border-top:0;color:#6a737d;font-weight:600;font-size:12px;text-transform:uppercase;letter-spacing:.03em}
 tbody tr:nth-child(even){background:#fafbfc}
 th[scope=row]{width:34%;font-weight:600;color:#444d56}
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap;overflow-wrap:normal}
 code,.mono{font-family:SFMono-Regular,Consolas,"Liberation Mono",Menlo,monospace;font-size:11.5px}
 td.z{color:#8b949e}
+.rank{width:56px}
 .tiles{display:grid;grid-template-columns:repeat(5,minmax(0,1fr))}
-.tile{padding:14px;border-right:1px solid #eef0f2}.tile:last-child{border-right:0}
+.tile{padding:12px 14px;border-right:1px solid #eef0f2}.tile:last-child{border-right:0}
 .tile .v.nz{color:#cf222e}
 .tile .v{font-size:26px;font-weight:500;font-variant-numeric:tabular-nums}
 .tile .l{color:#6a737d;font-size:12px;text-transform:uppercase;letter-spacing:.03em}
@@ -718,6 +722,7 @@ pub fn render_html(status: &Status, telemetry_path: &str) -> String {
         &format!("<span class=\"mono\">{}</span>", escape(&b.revision)),
     );
     info_row(&mut out, "Branch", &escape(&b.branch));
+    info_row(&mut out, "Platform", &escape(&b.platform));
     info_row(&mut out, "Start time", &format_time(b.started_at));
     info_row(
         &mut out,
@@ -825,11 +830,11 @@ pub fn render_html(status: &Status, telemetry_path: &str) -> String {
     } else {
         "bar"
     };
-    let _ = write!(
+    let _ = writeln!(
         out,
         "<div class=\"tile\"><div class=\"l\">Series</div><div class=\"v\" data-k=\"series.count\">{}</div>\
          <div class=\"t\">{limit}, in <span data-k=\"series.families\">{}</span> metrics</div>\
-         <div class=\"{bar_class}\" id=\"series-bar\"><span style=\"width:{:.1}%\"></span></div></div></div></section>\n",
+         <div class=\"{bar_class}\" id=\"series-bar\"><span style=\"width:{:.1}%\"></span></div></div></div></section>",
         group_digits(s.count as u64),
         group_digits(s.families as u64),
         fill * 100.0
@@ -853,7 +858,7 @@ pub fn render_html(status: &Status, telemetry_path: &str) -> String {
     let _ = write!(
         out,
         "<section><h2>Top {TOP_METRICS} metrics <small>by series count</small></h2><table><thead><tr>\
-         <th class=\"num\">#</th><th>Metric</th><th>Type</th><th class=\"num\">Series</th><th></th></tr></thead><tbody id=\"top\">"
+         <th class=\"num rank\">#</th><th>Metric</th><th>Type</th><th class=\"num\">Series</th><th></th></tr></thead><tbody id=\"top\">"
     );
     let max = status.top_metrics.first().map_or(1, |t| t.series.max(1));
     for (n, t) in status.top_metrics.iter().enumerate() {
@@ -894,7 +899,7 @@ mod tests {
         assert_eq!(format_rate(Some(1234.56)), "1,234.6");
         assert_eq!(format_rate(None), "–");
         assert_eq!(format_time(0.0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(format_time(1_796_203_200.0), "2026-12-02 08:00:00 UTC");
+        assert_eq!(format_time(1_796_198_400.0), "2026-12-02 08:00:00 UTC");
         assert_eq!(format_time(951_782_400.0), "2000-02-29 00:00:00 UTC");
         assert_eq!(format_duration(3_725.0), "1h 2m 5s");
     }

@@ -151,3 +151,32 @@ fn published(mapper: Mapper) -> Arc<Mapper> {
         .set(mapper.rule_count() as f64);
     Arc::new(mapper)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_reload_records_each_outcome() {
+        let dir = std::env::temp_dir().join(format!("statsgate-live-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("mapping.yml");
+        std::fs::write(&path, "mappings: []\n").unwrap();
+        let live = LiveMapper::load(Some(&path), CacheOptions::default()).unwrap();
+        assert_eq!(live.source(), Some(path.as_path()));
+        assert_eq!(live.last_reload(), None, "loading is not a reload");
+
+        std::fs::write(&path, "mappings:\n- match: \"a.*\"\n  name: \"a\"\n").unwrap();
+        assert_eq!(live.reload().unwrap(), Some(1));
+        let ok = live.last_reload().unwrap();
+        assert_eq!(ok.outcome, Ok(1));
+
+        std::fs::write(&path, "mappings: [").unwrap();
+        assert!(live.reload().is_err());
+        let failed = live.last_reload().unwrap();
+        assert!(failed.outcome.is_err(), "{failed:?}");
+        assert!(failed.at >= ok.at);
+        assert_eq!(live.current().rule_count(), 1, "the previous rules stay");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
