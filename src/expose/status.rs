@@ -73,6 +73,8 @@ struct Inner {
     store: Arc<Store>,
     telemetry: Option<Telemetry>,
     mapper: Option<Arc<LiveMapper>>,
+    /// When the page was made: as the gateway starts serving, which is what "uptime" means
+    /// to whoever reads it.
     started: SystemTime,
     /// Lines, datagrams, bytes: see [`ingest_totals`].
     window: Mutex<RateWindow<3>>,
@@ -122,6 +124,8 @@ impl StatusPage {
     /// The status now, or the one collected less than [`STATUS_REUSE`] ago. Walks every
     /// family once (taking each one's read lock briefly): call it off the async workers.
     pub fn status(&self) -> Arc<Status> {
+        // Held while collecting: concurrent requests wait for this walk and share it rather
+        // than walking the families side by side.
         let mut last = lock(&self.inner.last);
         if let Some((at, status)) = &*last
             && at.elapsed() < STATUS_REUSE
