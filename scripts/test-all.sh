@@ -2,13 +2,14 @@
 # Runs every check statsgate has, on a fresh Debian machine as on a developer's:
 # installs what the tests need (Debian's `prometheus` package: promtool and a real
 # Prometheus server; `victoria-metrics`, a second remote_write receiver; `openssl` and
-# `curl` for the TLS tests), then formatting, lints, docs, that the fuzz targets build, and
-# the whole test suite of the workspace (the gateway and tools/loadgen).
+# `curl` for the TLS tests; `chromium`, run headless, for the status page), then formatting,
+# lints, docs, that the fuzz targets build, and the whole test suite of the workspace (the
+# gateway and tools/loadgen).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian package → a command it provides that the tests run.
-packages=(prometheus:promtool prometheus:prometheus victoria-metrics:victoria-metrics openssl:openssl curl:curl)
+packages=(prometheus:promtool prometheus:prometheus victoria-metrics:victoria-metrics openssl:openssl curl:curl chromium:chromium)
 missing=()
 for p in "${packages[@]}"; do
   command -v "${p#*:}" >/dev/null 2>&1 || missing+=("${p%%:*}")
@@ -29,6 +30,7 @@ promtool --version | head -1
 prometheus --version 2>&1 | head -1
 curl --version | head -1
 openssl version
+chromium --version 2>/dev/null | head -1
 # Debian's victoria-metrics build prints no version of its own.
 echo "victoria-metrics $(dpkg-query -W -f '${Version}' victoria-metrics 2>/dev/null || echo '(not from a Debian package)')"
 

@@ -4,8 +4,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
+use clap::ValueEnum as _;
 use statsgate::cli::{self, Flags};
-use statsgate::expose::{self, HttpOptions, Lifecycle, ServerOptions, WebConfigHandle};
+use statsgate::expose::{
+    self, HttpOptions, Lifecycle, ServerOptions, StatusPage, StatusSetup, WebConfigHandle,
+};
 use statsgate::ingest::{
     self, RelayTarget, Relayed, UdpOptions, UnixgramOptions, parse_listen_address,
 };
@@ -234,9 +237,12 @@ fn run(flags: Flags) -> Result<()> {
             }
         };
 
+        let profile = flags.profile.to_possible_value().map(|v| v.get_name().to_string()).unwrap_or_default();
+        let setup = StatusSetup::new(&listeners, &profile, &flags.web_telemetry_path);
         let opts = HttpOptions {
             telemetry_path: flags.web_telemetry_path.clone(),
             enable_lifecycle: flags.web_enable_lifecycle,
+            status: StatusPage::start(setup, store.clone(), Some(telemetry.clone()), Some(control.mapper.clone())),
         };
         let app = expose::router(store.clone(), Some(telemetry), control.clone(), opts);
         match web {

@@ -146,7 +146,7 @@ fn curl_over_tls_right_wrong_and_no_password() {
     );
 
     // Lifecycle and every other endpoint sit behind the same auth.
-    for path in ["/", "/-/healthy", "/-/ready"] {
+    for path in ["/", "/api/v1/status", "/-/healthy", "/-/ready"] {
         let u = https(&gw, path);
         assert_eq!(curl(&["--cacert", ca, &u]).status, 401, "{path}");
         assert_eq!(

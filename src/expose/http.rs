@@ -12,6 +12,7 @@ use axum::routing::get;
 use bytes::Bytes;
 use tower_http::compression::CompressionLayer;
 
+use super::status::StatusPage;
 use super::text::{render, split_families};
 use crate::store::Store;
 use crate::telemetry::Telemetry;
@@ -37,6 +38,8 @@ pub struct HttpOptions {
     pub telemetry_path: String,
     /// `--web.enable-lifecycle`.
     pub enable_lifecycle: bool,
+    /// The status page at `/` (unless the metrics are served there) and `/api/v1/status`.
+    pub status: StatusPage,
 }
 
 #[derive(Clone)]
@@ -71,6 +74,7 @@ pub fn router(
             get(|| async { "Statsd Exporter is Healthy.\n" }),
         )
         .route("/-/ready", get(|| async { "Statsd Exporter is Ready.\n" }))
+        .route("/api/v1/status", get(status_json))
         .route("/-/reload", axum::routing::put(reload).post(reload))
         .route("/-/quit", axum::routing::put(quit).post(quit))
         .route(
@@ -78,27 +82,32 @@ pub fn router(
             get(metrics).layer(CompressionLayer::new().gzip(true)),
         );
     if path != "/" {
-        r = r.route("/", get(landing));
+        r = r.route("/", get(status_page));
     }
     r.with_state(state)
 }
 
-async fn landing(State(st): State<AppState>) -> Html<String> {
-    let p = html_escape(&st.opts.telemetry_path);
-    Html(format!(
-        "<!DOCTYPE html>\n<html><head><title>statsgate</title></head><body>\n<h1>statsgate</h1>\n\
-         <p>A statsd to Prometheus gateway, compatible with statsd_exporter.</p>\n\
-         <ul><li><a href=\"{p}\">Metrics</a></li>\n<li><a href=\"/-/healthy\">Health</a></li>\n\
-         <li><a href=\"/-/ready\">Readiness</a></li></ul>\n<p>Version {}</p>\n</body></html>\n",
-        env!("CARGO_PKG_VERSION")
-    ))
+async fn status_page(State(st): State<AppState>) -> Response {
+    let page = st.opts.status.clone();
+    match tokio::task::spawn_blocking(move || page.render_html()).await {
+        Ok(html) => Html(html).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
 }
 
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+async fn status_json(State(st): State<AppState>) -> Response {
+    let page = st.opts.status.clone();
+    match tokio::task::spawn_blocking(move || page.render_json()).await {
+        Ok(json) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            json,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
 }
 
 fn lifecycle_disabled() -> Response {

@@ -1,4 +1,4 @@
-//! The HTTP side: `/metrics` in Prometheus text format, the landing page, health and
+//! The HTTP side: `/metrics` in Prometheus text format, the status page, health and
 //! readiness, and the lifecycle endpoints (reload, quit); served by statsgate's own bounded
 //! server, with TLS and basic auth from `--web.config.file`.
 
@@ -7,10 +7,12 @@ mod http;
 mod limits;
 pub mod samples;
 mod server;
+pub mod status;
 pub mod text;
 mod web_config;
 
 pub use http::{HttpOptions, Lifecycle, router};
 pub use limits::SCRAPE_STALL_EVICT;
 pub use server::{ServerOptions, bind, serve};
+pub use status::{StatusPage, StatusSetup};
 pub use web_config::{RateLimit, WebConfig, WebConfigError, WebConfigHandle};

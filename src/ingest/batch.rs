@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::sys::BatchReceiver;
 use super::{IngestError, MAX_DATAGRAM, Sink};
 use crate::logging::LogLimiter;
-use crate::telemetry::catalog::Family;
+use crate::telemetry::catalog::{self, Family};
 
 /// How a listener's receive threads run: the listener they belong to, how many datagrams
 /// one `recvmmsg` takes, and what they count.
@@ -44,6 +44,7 @@ impl ReceiveThreads {
                 let counters = LoopCounters {
                     packets: packets.counter([]),
                     drops: drops.map(|d| d.counter([])),
+                    bytes: catalog::RECEIVED_BYTES.counter([listener.into()]),
                 };
                 run_receive_loop(
                     &socket,
@@ -68,6 +69,8 @@ pub(crate) struct LoopCounters {
     pub(crate) packets: metrics::Counter,
     /// Incremented by the growth of the kernel's drop counter; `None` when not tracked.
     pub(crate) drops: Option<metrics::Counter>,
+    /// Incremented by the payload bytes of each batch.
+    pub(crate) bytes: metrics::Counter,
 }
 
 static RECEIVE_ERROR_LOG: LogLimiter = LogLimiter::new(Duration::from_secs(10));
@@ -94,8 +97,10 @@ pub(crate) fn run_receive_loop<S: Sink>(
             Ok(n) => {
                 counters.packets.increment(n as u64);
                 let mut drop_count = last_drop_count;
+                let mut bytes = 0u64;
                 for i in 0..n {
                     let datagram = receiver.datagram(i);
+                    bytes += datagram.payload.len() as u64;
                     if let Some(count) = datagram.drop_count {
                         drop_count = count;
                     }
@@ -121,6 +126,7 @@ pub(crate) fn run_receive_loop<S: Sink>(
                     }
                 }
                 last_drop_count = drop_count;
+                counters.bytes.increment(bytes);
                 sink.flush();
             }
             Err(err) => match err.kind() {
@@ -264,6 +270,7 @@ mod tests {
             let counters = LoopCounters {
                 packets: catalog::UDP_PACKETS.counter([]),
                 drops: Some(catalog::UDP_PACKET_DROPS.counter([])),
+                bytes: metrics::Counter::noop(),
             };
             let mut receiver = BatchReceiver::new(8, true, false);
             run_receive_loop(&server, &mut probe, &mut receiver, &counters, &stop, "udp");
@@ -317,6 +324,7 @@ mod tests {
         let counters = LoopCounters {
             packets: metrics::Counter::noop(),
             drops: None,
+            bytes: metrics::Counter::noop(),
         };
         let mut receiver = BatchReceiver::new(4, false, sink.wants_sender());
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -189,6 +189,8 @@ pub enum IngestError {
 /// task and its connection tasks are aborted, and a unixgram socket file is removed.
 #[must_use = "dropping a Listener stops it"]
 pub struct Listener {
+    /// `udp`, `tcp` or `unixgram`.
+    transport: &'static str,
     local_addr: Option<SocketAddr>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
@@ -201,6 +203,21 @@ impl Listener {
     /// The bound address (with the real port when port 0 was asked for); `None` for unixgram.
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.local_addr
+    }
+
+    /// The transport: `udp`, `tcp` or `unixgram`.
+    pub fn transport(&self) -> &'static str {
+        self.transport
+    }
+
+    /// Where it listens, as an operator would write it: the bound address, or the socket
+    /// file's path for unixgram.
+    pub fn endpoint(&self) -> String {
+        match (&self.local_addr, &self.socket_path) {
+            (Some(addr), _) => addr.to_string(),
+            (None, Some(path)) => path.display().to_string(),
+            (None, None) => String::new(),
+        }
     }
 
     /// The `SO_RCVBUF` each socket got, read back from the socket after setting the

@@ -135,6 +135,7 @@ pub async fn start_tcp<F: SinkFactory>(
     };
     let task = tokio::spawn(accept_loop(listener, factory, limits));
     Ok(Listener {
+        transport: LISTENER,
         local_addr: Some(local_addr),
         stop: Arc::new(AtomicBool::new(false)),
         threads: Vec::new(),
@@ -234,6 +235,7 @@ async fn accept_loop<F: SinkFactory>(listener: TcpListener, factory: Arc<F>, lim
         too_long: catalog::TCP_TOO_LONG_LINES.counter([]),
         idle_closed: catalog::TCP_IDLE_CLOSED.counter([]),
         open: catalog::TCP_CONNECTIONS_OPEN.gauge([]),
+        bytes: catalog::RECEIVED_BYTES.counter(["tcp".into()]),
     };
     let connections = catalog::TCP_CONNECTIONS.counter([]);
     let refused = catalog::TCP_CONNECTIONS_REFUSED.counter([]);
@@ -313,6 +315,7 @@ struct ConnectionCounters {
     too_long: metrics::Counter,
     idle_closed: metrics::Counter,
     open: metrics::Gauge,
+    bytes: metrics::Counter,
 }
 
 /// What one read did to a connection.
@@ -354,6 +357,7 @@ async fn serve_connection<S: Sink>(
             Ok(()) => READ_BUFFER.with_borrow_mut(|buffer| match stream.try_read(buffer) {
                 Ok(0) => ReadOutcome::Closed,
                 Ok(n) => {
+                    counters.bytes.increment(n as u64);
                     let framed = framer.feed(&buffer[..n], &mut sink);
                     sink.flush();
                     match framed {

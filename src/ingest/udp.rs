@@ -101,6 +101,7 @@ pub fn start_udp<F: SinkFactory>(
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut listener = Listener {
+        transport: LISTENER,
         local_addr: Some(local_addr),
         stop: Arc::clone(&stop),
         threads: Vec::with_capacity(opts.sockets),

@@ -96,6 +96,7 @@ pub fn start_unixgram<F: SinkFactory>(
     guard.disarm();
     tracing::info!(listener = "unixgram", path = %shown, mode = format_args!("{:o}", opts.mode), read_buffer, "accepting statsd over unixgram");
     Ok(Listener {
+        transport: LISTENER,
         local_addr: None,
         stop,
         threads: vec![handle],

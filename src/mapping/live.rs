@@ -6,8 +6,9 @@
 //! change takes the new mapper and forgets what it cached under the old one.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
@@ -21,6 +22,16 @@ pub struct LiveMapper {
     generation: AtomicU64,
     source: Option<PathBuf>,
     cache: CacheOptions,
+    last_reload: Mutex<Option<ReloadRecord>>,
+}
+
+/// When the mapping file was last read again, and how that went.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReloadRecord {
+    /// When the reload finished.
+    pub at: SystemTime,
+    /// The new rule count, or why the file was refused (the previous rules stayed).
+    pub outcome: Result<usize, String>,
 }
 
 impl std::fmt::Debug for LiveMapper {
@@ -41,6 +52,7 @@ impl LiveMapper {
             generation: AtomicU64::new(0),
             source: None,
             cache: CacheOptions::default(),
+            last_reload: Mutex::new(None),
         }
     }
 
@@ -57,7 +69,21 @@ impl LiveMapper {
             generation: AtomicU64::new(0),
             source: source.map(Path::to_path_buf),
             cache,
+            last_reload: Mutex::new(None),
         })
+    }
+
+    /// The mapping file served, if any.
+    pub fn source(&self) -> Option<&Path> {
+        self.source.as_deref()
+    }
+
+    /// The last [`reload`](Self::reload) that read the file; `None` before the first.
+    pub fn last_reload(&self) -> Option<ReloadRecord> {
+        self.last_reload
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The mapper in force now.
@@ -87,7 +113,16 @@ impl LiveMapper {
             tracing::info!("reload requested, but no mapping config is set");
             return Ok(None);
         };
-        match Mapper::load_file(path, self.cache) {
+        let result = Mapper::load_file(path, self.cache);
+        let outcome = match &result {
+            Ok(mapper) => Ok(mapper.rule_count()),
+            Err(e) => Err(e.to_string()),
+        };
+        *self.last_reload.lock().unwrap_or_else(|e| e.into_inner()) = Some(ReloadRecord {
+            at: SystemTime::now(),
+            outcome,
+        });
+        match result {
             Ok(mapper) => {
                 let n = mapper.rule_count();
                 self.replace(mapper);
@@ -115,4 +150,33 @@ fn published(mapper: Mapper) -> Arc<Mapper> {
         .gauge([])
         .set(mapper.rule_count() as f64);
     Arc::new(mapper)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_reload_records_each_outcome() {
+        let dir = std::env::temp_dir().join(format!("statsgate-live-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("mapping.yml");
+        std::fs::write(&path, "mappings: []\n").unwrap();
+        let live = LiveMapper::load(Some(&path), CacheOptions::default()).unwrap();
+        assert_eq!(live.source(), Some(path.as_path()));
+        assert_eq!(live.last_reload(), None, "loading is not a reload");
+
+        std::fs::write(&path, "mappings:\n- match: \"a.*\"\n  name: \"a\"\n").unwrap();
+        assert_eq!(live.reload().unwrap(), Some(1));
+        let ok = live.last_reload().unwrap();
+        assert_eq!(ok.outcome, Ok(1));
+
+        std::fs::write(&path, "mappings: [").unwrap();
+        assert!(live.reload().is_err());
+        let failed = live.last_reload().unwrap();
+        assert!(failed.outcome.is_err(), "{failed:?}");
+        assert!(failed.at >= ok.at);
+        assert_eq!(live.current().rule_count(), 1, "the previous rules stay");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

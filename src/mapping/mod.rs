@@ -18,7 +18,7 @@ mod template;
 
 pub use config::parse_go_duration;
 pub use error::{ErrorLocation, MappingError};
-pub use live::LiveMapper;
+pub use live::{LiveMapper, ReloadRecord};
 pub use profile::{Profile, ProfileError};
 
 use crate::line::EventKind;

@@ -417,6 +417,11 @@ impl Store {
         self.series_count.load(Ordering::Relaxed)
     }
 
+    /// The most series held, all families together (`--statsd.max-series`); 0: no limit.
+    pub fn max_series(&self) -> usize {
+        self.max_series
+    }
+
     /// Number of live families of type `t`.
     pub fn family_count(&self, t: FamilyType) -> usize {
         self.families_by_type[type_index(t)].load(Ordering::Relaxed)

@@ -144,6 +144,8 @@ families! { RECORDED:
         "StatsD TCP connections currently open.";
     UNIXGRAM_PACKETS: Counter "statsd_exporter_unixgram_packets_total" []
         "The total number of StatsD packets received over unixgram.";
+    RECEIVED_BYTES: Counter "statsgate_received_bytes_total" ["transport"]
+        "Bytes of StatsD payload received, by transport (udp, tcp, unixgram).";
     CONFIG_RELOADS: Counter "statsd_exporter_config_reloads_total" ["outcome"]
         "The number of configuration reloads.";
     LOADED_MAPPINGS: Gauge "statsd_exporter_loaded_mappings" []

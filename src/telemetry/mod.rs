@@ -9,8 +9,11 @@
 mod bounded;
 pub mod catalog;
 mod process;
+pub mod rates;
+mod values;
 
 pub use bounded::{BoundedLabel, CONFLICT_NAMES, CONFLICT_NAMES_CAP, OTHER_LABEL_VALUE};
+pub use values::SelfSample;
 
 use metrics::{describe_counter, describe_gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -71,5 +74,11 @@ impl Telemetry {
         let mut out = self.handle.render();
         process::render(&mut out);
         out
+    }
+
+    /// The recorded self-metrics' current values (`process_*` left out), for the status
+    /// page. Costs a render of the recorder's few dozen series.
+    pub fn samples(&self) -> Vec<SelfSample> {
+        values::parse_samples(&self.handle.render())
     }
 }
