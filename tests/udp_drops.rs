@@ -69,7 +69,10 @@ fn drops_no_later_datagram_reports_are_counted_exactly() {
     }
     let dropped = kernel_drops(udp.port(), sockets);
     signal(&gw, libc::SIGCONT);
-    assert!(dropped > sent / 2, "the flood overflowed the buffers: {dropped}");
+    assert!(
+        dropped > sent / 2,
+        "the flood overflowed the buffers: {dropped}"
+    );
 
     // Nothing is sent after the flood: the drops are read from the sockets themselves.
     let scraped = gw.wait_for("the queued datagrams read", |s| {

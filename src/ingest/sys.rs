@@ -77,7 +77,7 @@ pub(crate) fn enable_drop_counter(fd: &impl AsRawFd) -> io::Result<()> {
 /// The socket's cumulative drop counter (`sk_drops`: datagrams the kernel discarded for this
 /// socket, mostly because its receive buffer was full), read now with `SO_MEMINFO`. It is
 /// the count `/proc/net/udp` shows in its `drops` column, and a 32-bit counter that wraps.
-/// Fails on a kernel whose `SO_MEMINFO` is missing (before 4.6) or too short to hold it.
+/// Fails on a kernel whose `SO_MEMINFO` is missing (before Linux 4.12) or too short to hold it.
 pub(crate) fn socket_drops(fd: &impl AsRawFd) -> io::Result<u32> {
     const DROPS: usize = libc::SK_MEMINFO_DROPS as usize;
     // Room for more fields than this kernel knows: it writes the ones it has and says how
