@@ -1,11 +1,12 @@
 //! The UDP sockets' receive buffers, through the real binary: the kernel's drop count when
-//! one overflows is what `statsd_exporter_udp_packet_drops_total` says, even when no datagram
-//! arrives after the drops; and the buffer the listener asks for and announces.
+//! one overflows is what `statsd_exporter_udp_packet_drops_total` says (and the log), even
+//! when no datagram arrives after the drops; and the buffer the listener asks for and
+//! announces.
 
 mod common;
 
 use std::net::{SocketAddr, UdpSocket};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{Gateway, Samples};
 
@@ -83,6 +84,23 @@ fn drops_no_later_datagram_reports_are_counted_exactly() {
     // And again later, unchanged: the count is read, not added up.
     let again = Samples::parse(&gw.scrape());
     assert_eq!(again.get(DROPS), Some(dropped as f64), "{}", again.text);
+
+    // The scrape that found the drops also logged them.
+    let deadline = Instant::now() + common::WAIT;
+    let warned = loop {
+        let warned = gw.log_events().into_iter().find(|e| {
+            e.get("listener").and_then(|l| l.as_str()) == Some("udp")
+                && e.get("total").and_then(|t| t.as_u64()).is_some()
+        });
+        if warned.is_some() || Instant::now() > deadline {
+            break warned;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let warned = warned.unwrap_or_else(|| panic!("no drop warning:\n{}", gw.log_text()));
+    assert_eq!(warned["level"], "WARN", "{warned}");
+    assert_eq!(warned["total"].as_u64(), Some(dropped), "{warned}");
+    assert_eq!(warned["dropped"].as_u64(), Some(dropped), "{warned}");
 }
 
 /// The UDP listener's announcement: `read_buffer` (SO_RCVBUF read back, twice the usable

@@ -10,15 +10,18 @@
 //! each socket has exactly one source, and only the render writes the counter.
 //!
 //! A socket's count stays in the sum after the socket is closed (a stopped listener), so the
-//! counter never goes back.
+//! counter never goes back. When a render finds that it grew, a warning says so (at most one
+//! a minute), so the drops also show in the log.
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Once};
+use std::time::Duration;
 
 use socket2::Socket;
 
 use super::sys::{enable_drop_counter, socket_drops};
+use crate::logging::LogLimiter;
 use crate::telemetry::{self, catalog};
 
 /// Where a socket's drop count is read.
@@ -63,13 +66,18 @@ struct Registry {
     next_id: u64,
     open: Vec<Tracked>,
     closed: u64,
+    /// The total when a warning last reported it.
+    logged: u64,
 }
 
 static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
     next_id: 0,
     open: Vec::new(),
     closed: 0,
+    logged: 0,
 });
+
+static GROWTH_LOG: LogLimiter = LogLimiter::new(Duration::from_secs(60));
 
 fn registry() -> std::sync::MutexGuard<'static, Registry> {
     // The registry's sums are valid whatever a panicking holder was doing.
@@ -77,8 +85,7 @@ fn registry() -> std::sync::MutexGuard<'static, Registry> {
 }
 
 /// The drops of every UDP socket the gateway has opened, up to now.
-pub(crate) fn total() -> u64 {
-    let mut registry = registry();
+fn total_in(registry: &mut Registry) -> u64 {
     let mut total = registry.closed;
     for tracked in &mut registry.open {
         tracked.refresh();
@@ -87,9 +94,23 @@ pub(crate) fn total() -> u64 {
     total
 }
 
-/// Sets `statsd_exporter_udp_packet_drops_total` to [`total`]; run on every render.
+/// Sets `statsd_exporter_udp_packet_drops_total` to the total; run on every render.
 fn publish() {
-    catalog::UDP_PACKET_DROPS.counter([]).absolute(total());
+    let mut registry = registry();
+    let total = total_in(&mut registry);
+    if total > registry.logged && GROWTH_LOG.allow().is_some() {
+        tracing::warn!(
+            listener = "udp",
+            dropped = total - registry.logged,
+            total,
+            "the kernel dropped UDP datagrams because a socket's receive buffer was full; \
+             a larger --statsd.read-buffer (with net.core.rmem_max) or more \
+             --statsd.udp-sockets may help"
+        );
+        registry.logged = total;
+    }
+    drop(registry);
+    catalog::UDP_PACKET_DROPS.counter([]).absolute(total);
 }
 
 /// A bound UDP socket whose kernel drops are counted until it is dropped. Its receive thread
@@ -164,6 +185,10 @@ pub(crate) fn track(socket: Socket, address: &str) -> (CountedSocket, Option<Arc
 mod tests {
     use super::*;
     use std::net::{SocketAddr, UdpSocket};
+
+    fn total() -> u64 {
+        total_in(&mut registry())
+    }
 
     fn bound(buffer: usize) -> (Socket, SocketAddr) {
         let socket = Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
