@@ -8,6 +8,7 @@ mod common;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
+use common::receivers::{Received, ScriptedReceiver};
 use common::{Gateway, Samples};
 
 const DROPS: &str = "statsd_exporter_udp_packet_drops_total";
@@ -45,6 +46,30 @@ fn signal(gw: &Gateway, signal: libc::c_int) {
     assert_eq!(rc, 0, "kill({pid}, {signal})");
 }
 
+/// Stops the gateway, floods its `sockets` UDP sockets (4096-byte buffers) with `sent`
+/// datagrams, reads the kernel's drop count, and lets the gateway run again. Returns the count.
+fn overflow(gw: &Gateway, sockets: usize, sent: u64) -> u64 {
+    let udp = gw.udp.expect("udp listener");
+    assert_eq!(kernel_drops(udp.port(), sockets), 0);
+    // Stopped, the gateway reads nothing: its small buffers fill and the kernel drops the
+    // rest. Senders on several loopback addresses reach both sockets of the group.
+    signal(gw, libc::SIGSTOP);
+    let senders: Vec<UdpSocket> = (2..10)
+        .map(|last| UdpSocket::bind(SocketAddr::from(([127, 0, 0, last], 0))).unwrap())
+        .collect();
+    let payload = [b'x'; 1000];
+    for i in 0..sent as usize {
+        senders[i % senders.len()].send_to(&payload, udp).unwrap();
+    }
+    let dropped = kernel_drops(udp.port(), sockets);
+    signal(gw, libc::SIGCONT);
+    assert!(
+        dropped > sent / 2,
+        "the flood overflowed the buffers: {dropped}"
+    );
+    dropped
+}
+
 #[test]
 fn drops_no_later_datagram_reports_are_counted_exactly() {
     let sockets = 2;
@@ -55,25 +80,8 @@ fn drops_no_later_datagram_reports_are_counted_exactly() {
     let udp = gw.udp.expect("udp listener");
     let before = Samples::parse(&gw.scrape());
     assert_eq!(before.get(DROPS), Some(0.0), "{}", before.text);
-    assert_eq!(kernel_drops(udp.port(), sockets), 0);
-
-    // Stopped, the gateway reads nothing: its small buffers fill and the kernel drops the
-    // rest. Senders on several loopback addresses reach both sockets of the group.
-    signal(&gw, libc::SIGSTOP);
-    let sent = 400u64;
-    let senders: Vec<UdpSocket> = (2..10)
-        .map(|last| UdpSocket::bind(SocketAddr::from(([127, 0, 0, last], 0))).unwrap())
-        .collect();
-    let payload = [b'x'; 1000];
-    for i in 0..sent as usize {
-        senders[i % senders.len()].send_to(&payload, udp).unwrap();
-    }
-    let dropped = kernel_drops(udp.port(), sockets);
-    signal(&gw, libc::SIGCONT);
-    assert!(
-        dropped > sent / 2,
-        "the flood overflowed the buffers: {dropped}"
-    );
+    let sent = 400;
+    let dropped = overflow(&gw, sockets, sent);
 
     // Nothing is sent after the flood: the drops are read from the sockets themselves.
     let scraped = gw.wait_for("the queued datagrams read", |s| {
@@ -101,6 +109,31 @@ fn drops_no_later_datagram_reports_are_counted_exactly() {
     assert_eq!(warned["level"], "WARN", "{warned}");
     assert_eq!(warned["total"].as_u64(), Some(dropped), "{warned}");
     assert_eq!(warned["dropped"].as_u64(), Some(dropped), "{warned}");
+}
+
+#[test]
+fn remote_write_snapshots_read_the_drops_too() {
+    let rx = ScriptedReceiver::start(&[], 204);
+    let sockets = 2;
+    let gw = Gateway::start(&[
+        "--statsd.read-buffer=4096",
+        &format!("--statsd.udp-sockets={sockets}"),
+        &format!("--remote-write.url={}", rx.write_url()),
+        "--remote-write.interval=200ms",
+    ]);
+    let dropped = overflow(&gw, sockets, 400);
+    // No scrape and no later datagram: the snapshot itself reads the sockets.
+    let last_drops = |got: &[Received]| {
+        got.iter()
+            .flat_map(|r| &r.samples)
+            .filter(|(series, _, _)| series.split('{').next() == Some(DROPS))
+            .max_by_key(|(_, _, timestamp)| *timestamp)
+            .map(|(_, value, _)| *value)
+    };
+    let got = rx.wait_for("the drops pushed", common::WAIT, |got| {
+        last_drops(got) == Some(dropped as f64)
+    });
+    assert_eq!(last_drops(&got), Some(dropped as f64));
 }
 
 /// The UDP listener's announcement: `read_buffer` (SO_RCVBUF read back, twice the usable

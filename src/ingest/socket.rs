@@ -164,7 +164,7 @@ pub(crate) struct GrantedBuffer {
 }
 
 /// Sizes `socket`'s receive buffer as `wanted` says; returns what the kernel granted, or
-/// `None` for [`ReadBuffer::System`].
+/// `None` for [`ReadBuffer::System`] (or a size of 0, which means the same).
 pub(crate) fn size_read_buffer(
     socket: SockRef<'_>,
     listener: &'static str,
@@ -172,7 +172,7 @@ pub(crate) fn size_read_buffer(
     wanted: ReadBuffer,
 ) -> Result<Option<GrantedBuffer>, IngestError> {
     let option = match wanted {
-        ReadBuffer::System | ReadBuffer::Bytes(0) => return Ok(None),
+        ReadBuffer::System | ReadBuffer::Bytes(0) | ReadBuffer::Largest(0) => return Ok(None),
         ReadBuffer::Bytes(bytes) => {
             socket.set_recv_buffer_size(bytes).map_err(option_error(
                 listener,
