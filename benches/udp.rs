@@ -36,7 +36,7 @@ fn udp(c: &mut Criterion) {
     let opts = UdpOptions {
         addr: "127.0.0.1:0".parse().unwrap(),
         sockets: 1,
-        read_buffer: 8 << 20,
+        read_buffer: statsgate::ingest::ReadBuffer::Bytes(8 << 20),
         batch: 32,
     };
     let listener = start_udp(&opts, Arc::new(workers)).unwrap();

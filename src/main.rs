@@ -189,7 +189,7 @@ fn run(flags: Flags) -> Result<()> {
             let opts = UdpOptions {
                 addr,
                 sockets: flags.udp_sockets(),
-                read_buffer: flags.statsd_read_buffer,
+                read_buffer: flags.udp_read_buffer(),
                 ..Default::default()
             };
             listeners.push(ingest::start_udp(&opts, sinks.clone()).context("starting the UDP listener")?);
@@ -202,7 +202,7 @@ fn run(flags: Flags) -> Result<()> {
             let opts = UnixgramOptions {
                 path,
                 mode: flags.statsd_unixsocket_mode,
-                read_buffer: flags.statsd_read_buffer,
+                read_buffer: flags.unixgram_read_buffer(),
             };
             listeners.push(ingest::start_unixgram(&opts, sinks.clone()).context("starting the unixgram listener")?);
         }

@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use statsgate::ingest::{
-    IngestError, Sink, SinkFactory, TCP_MAX_LINE, TcpOptions, UdpOptions, UnixgramOptions,
-    parse_listen_address, start_tcp, start_udp, start_unixgram,
+    IngestError, ReadBuffer, Sink, SinkFactory, TCP_MAX_LINE, TcpOptions, UdpOptions,
+    UnixgramOptions, parse_listen_address, start_tcp, start_udp, start_unixgram,
 };
 
 /// Everything received, in order, with the id of the sink that received it.
@@ -116,7 +116,7 @@ fn udp_options(sockets: usize) -> UdpOptions {
     UdpOptions {
         addr: "127.0.0.1:0".parse().unwrap(),
         sockets,
-        read_buffer: 4 << 20,
+        read_buffer: ReadBuffer::Bytes(4 << 20),
         batch: 32,
     }
 }

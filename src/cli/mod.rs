@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Parser, ValueEnum};
 
-use crate::ingest::TcpOptions;
+use crate::ingest::{DEFAULT_READ_BUFFER, ReadBuffer, TcpOptions};
 use crate::line::Dialects;
 use crate::mapping::profile::ENVOY_DIALECTS;
 use crate::mapping::profile::envoy::TagRuleSet;
@@ -222,9 +222,9 @@ pub struct Flags {
     #[arg(long = "statsd.mapping-config", value_name = "FILE")]
     pub statsd_mapping_config: Option<PathBuf>,
 
-    /// Size (in bytes) of the operating system's receive buffer for UDP and unixgram sockets (0 = system default).
-    #[arg(long = "statsd.read-buffer", default_value = "0", value_parser = parse_bytes, value_name = "BYTES")]
-    pub statsd_read_buffer: usize,
+    /// Size (in bytes) of the operating system's receive buffer for UDP and unixgram sockets (0 = system default). Not given: UDP sockets get the largest buffer the kernel allows up to 8 MiB (SO_RCVBUFFORCE, else SO_RCVBUF capped by net.core.rmem_max), unixgram sockets the system default.
+    #[arg(long = "statsd.read-buffer", value_parser = parse_bytes, value_name = "BYTES")]
+    pub statsd_read_buffer: Option<usize>,
 
     /// Maximum size of the metric mapping cache (0 disables it).
     #[arg(long = "statsd.cache-size", default_value = "1000", value_name = "N")]
@@ -460,6 +460,23 @@ impl Flags {
         }
     }
 
+    /// The UDP sockets' receive buffer: `--statsd.read-buffer` as statsd_exporter reads it
+    /// (0 the system default), or when not given the largest the kernel allows up to
+    /// [`DEFAULT_READ_BUFFER`].
+    pub fn udp_read_buffer(&self) -> ReadBuffer {
+        match self.statsd_read_buffer {
+            None => ReadBuffer::Largest(DEFAULT_READ_BUFFER),
+            Some(0) => ReadBuffer::System,
+            Some(bytes) => ReadBuffer::Bytes(bytes),
+        }
+    }
+
+    /// The unixgram socket's receive buffer in bytes (`--statsd.read-buffer`), 0 meaning the
+    /// system default, also when the flag is not given.
+    pub fn unixgram_read_buffer(&self) -> usize {
+        self.statsd_read_buffer.unwrap_or(0)
+    }
+
     /// UDP receive threads (`--statsd.udp-sockets`), 0 meaning one per CPU.
     pub fn udp_sockets(&self) -> usize {
         match self.statsd_udp_sockets {
@@ -644,6 +661,7 @@ mod tests {
         assert!(parse(&["--statsd.unixsocket-mode=9z"]).is_err());
         assert!(parse(&["--statsd.cache-type=fifo"]).is_err());
         assert!(parse(&["--statsd.read-buffer=-1"]).is_err());
+        assert!(parse(&["--statsd.read-buffer"]).is_err());
         assert!(parse(&["--statsd.event-flush-interval=soon"]).is_err());
         assert!(parse(&["--log.format=xml"]).is_err());
         assert!(parse(&["--no-such-flag"]).is_err());

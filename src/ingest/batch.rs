@@ -1,10 +1,11 @@
 //! The receive loop shared by the UDP and unixgram listeners: batches of datagrams from a
-//! [`BatchReceiver`] into a [`Sink`], with packet and kernel-drop counts.
+//! [`BatchReceiver`] into a [`Sink`], with packet counts and, where the kernel only reports
+//! drops with `SO_RXQ_OVFL`, the drop count it stamps on datagrams.
 
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -19,13 +20,12 @@ pub(crate) struct ReceiveThreads {
     pub(crate) listener: &'static str,
     pub(crate) batch: usize,
     pub(crate) packets: &'static Family<0>,
-    /// The kernel's drop counter, for sockets with `SO_RXQ_OVFL` on.
-    pub(crate) drops: Option<&'static Family<0>>,
 }
 
 impl ReceiveThreads {
     /// Starts the thread `name`, receiving from `socket` (bound to `address`, with a receive
-    /// timeout) into `sink` until `stop` is set.
+    /// timeout) into `sink` until `stop` is set. `stamped_drops`, for a socket with
+    /// `SO_RXQ_OVFL` on, is where the kernel's drop count is stored as datagrams bring it.
     pub(crate) fn spawn<S: Sink>(
         &self,
         name: String,
@@ -33,17 +33,18 @@ impl ReceiveThreads {
         socket: impl AsRawFd + Send + 'static,
         mut sink: S,
         stop: Arc<AtomicBool>,
+        stamped_drops: Option<Arc<AtomicU32>>,
     ) -> Result<JoinHandle<()>, IngestError> {
-        let (listener, batch, packets, drops) =
-            (self.listener, self.batch, self.packets, self.drops);
+        let (listener, batch, packets) = (self.listener, self.batch, self.packets);
         std::thread::Builder::new()
             .name(name.clone())
             .spawn(move || {
-                let mut receiver = BatchReceiver::new(batch, drops.is_some(), sink.wants_sender());
+                let mut receiver =
+                    BatchReceiver::new(batch, stamped_drops.is_some(), sink.wants_sender());
                 // Handles are made once per thread; incrementing them is a relaxed atomic add.
                 let counters = LoopCounters {
                     packets: packets.counter([]),
-                    drops: drops.map(|d| d.counter([])),
+                    stamped_drops,
                     bytes: catalog::RECEIVED_BYTES.counter([listener.into()]),
                 };
                 run_receive_loop(
@@ -67,8 +68,9 @@ impl ReceiveThreads {
 pub(crate) struct LoopCounters {
     /// Incremented by the number of datagrams in each batch.
     pub(crate) packets: metrics::Counter,
-    /// Incremented by the growth of the kernel's drop counter; `None` when not tracked.
-    pub(crate) drops: Option<metrics::Counter>,
+    /// Set to the kernel's drop count whenever a datagram carries it (`SO_RXQ_OVFL`); `None`
+    /// when drops are read another way or not at all.
+    pub(crate) stamped_drops: Option<Arc<AtomicU32>>,
     /// Incremented by the payload bytes of each batch.
     pub(crate) bytes: metrics::Counter,
 }
@@ -87,22 +89,22 @@ pub(crate) fn run_receive_loop<S: Sink>(
     stop: &Arc<AtomicBool>,
     listener: &'static str,
 ) {
-    // The kernel's counter is cumulative per socket and starts at zero. It is stamped on a
-    // datagram when that datagram is queued, and only when non-zero, so drops show up with the
-    // next datagram that gets through, and a missing value means "no drops yet".
-    let mut last_drop_count: u32 = 0;
     let name_senders = receiver.records_sources();
     while !stop.load(Ordering::Relaxed) {
         match receiver.receive(socket) {
             Ok(n) => {
                 counters.packets.increment(n as u64);
-                let mut drop_count = last_drop_count;
                 let mut bytes = 0u64;
                 for i in 0..n {
                     let datagram = receiver.datagram(i);
                     bytes += datagram.payload.len() as u64;
-                    if let Some(count) = datagram.drop_count {
-                        drop_count = count;
+                    // The kernel's counter is cumulative per socket. It is stamped on a
+                    // datagram when that datagram is queued, and only when non-zero, so drops
+                    // show up with the next datagram that gets through.
+                    if let (Some(count), Some(stamped)) =
+                        (datagram.drop_count, &counters.stamped_drops)
+                    {
+                        stamped.store(count, Ordering::Relaxed);
                     }
                     if datagram.truncated {
                         // A cut datagram would end in a half line that parses as garbage.
@@ -119,13 +121,6 @@ pub(crate) fn run_receive_loop<S: Sink>(
                     }
                     sink.datagram(datagram.payload);
                 }
-                if let Some(drops) = &counters.drops {
-                    let delta = drop_count.wrapping_sub(last_drop_count);
-                    if delta > 0 {
-                        drops.increment(u64::from(delta));
-                    }
-                }
-                last_drop_count = drop_count;
                 counters.bytes.increment(bytes);
                 sink.flush();
             }
@@ -151,7 +146,7 @@ pub(crate) fn run_receive_loop<S: Sink>(
 mod tests {
     use super::*;
     use crate::ingest::RECEIVE_TIMEOUT;
-    use crate::ingest::sys::enable_drop_counter;
+    use crate::ingest::sys::{enable_drop_counter, socket_drops};
     use crate::telemetry::catalog;
     use std::net::{SocketAddr, UdpSocket};
     use std::time::Instant;
@@ -236,9 +231,9 @@ mod tests {
     }
 
     /// The kernel stamps its drop count on datagrams queued after the drops, so the count is
-    /// published with the next datagram that gets through.
+    /// stored with the next datagram that gets through, and is then what `SO_MEMINFO` reads.
     #[test]
-    fn kernel_drops_are_counted_from_so_rxq_ovfl() {
+    fn kernel_drops_are_stored_from_so_rxq_ovfl() {
         let server = UdpSocket::bind("127.0.0.1:0").unwrap();
         server.set_read_timeout(Some(RECEIVE_TIMEOUT)).unwrap();
         socket2::SockRef::from(&server)
@@ -266,10 +261,11 @@ mod tests {
         };
         let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
+        let stamped = Arc::new(AtomicU32::new(0));
         metrics::with_local_recorder(&recorder, || {
             let counters = LoopCounters {
                 packets: catalog::UDP_PACKETS.counter([]),
-                drops: Some(catalog::UDP_PACKET_DROPS.counter([])),
+                stamped_drops: Some(Arc::clone(&stamped)),
                 bytes: metrics::Counter::noop(),
             };
             let mut receiver = BatchReceiver::new(8, true, false);
@@ -279,10 +275,11 @@ mod tests {
         assert!(probe.probe_seen, "the datagram sent after draining arrived");
         let rendered = handle.render();
         let packets = counter_value(&rendered, catalog::UDP_PACKETS.name);
-        let drops = counter_value(&rendered, catalog::UDP_PACKET_DROPS.name);
+        let drops = u64::from(stamped.load(Ordering::Relaxed));
         assert_eq!(packets, probe.datagrams);
         assert!(drops > 0, "{rendered}");
         assert_eq!(packets + drops, sent + 1, "{rendered}");
+        assert_eq!(u64::from(socket_drops(&server).unwrap()), drops);
         assert!(probe.flushes >= 2, "flushed after batches and on timeouts");
     }
 
@@ -323,7 +320,7 @@ mod tests {
         };
         let counters = LoopCounters {
             packets: metrics::Counter::noop(),
-            drops: None,
+            stamped_drops: None,
             bytes: metrics::Counter::noop(),
         };
         let mut receiver = BatchReceiver::new(4, false, sink.wants_sender());

@@ -17,11 +17,12 @@
 //! one.
 //!
 //! Files: `udp.rs`, `tcp.rs`, `unixgram.rs` (one listener each), `batch.rs` (the datagram
-//! receive loop), `socket.rs` (socket setup they share), `sys.rs` (every `unsafe` system
+//! receive loop), `drops.rs` (the UDP sockets' kernel drop counts), `socket.rs` (socket setup they share), `sys.rs` (every `unsafe` system
 //! call), `relay.rs` (a sink decorator that relays lines to other statsd servers; with several
 //! it reads each line's series, through [`crate::line`], to pick the one that owns it).
 
 mod batch;
+mod drops;
 mod relay;
 mod socket;
 mod sys;
@@ -37,7 +38,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub use relay::{RelayError, RelayTarget, Relayed, RelayedSink};
-pub use socket::parse_listen_address;
+pub use socket::{DEFAULT_READ_BUFFER, ReadBuffer, parse_listen_address};
 pub(crate) use sys::descriptor_limit;
 pub use tcp::{
     DEFAULT_TCP_IDLE_TIMEOUT, DEFAULT_TCP_MAX_CONNECTIONS, RESERVED_DESCRIPTORS, TCP_MAX_LINE,

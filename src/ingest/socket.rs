@@ -6,6 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
+use super::sys::force_receive_buffer;
 use super::{IngestError, RECEIVE_TIMEOUT};
 
 /// Parses a statsd_exporter-style listen address.
@@ -129,17 +130,74 @@ pub(crate) fn set_read_buffer(
     address: &str,
     bytes: usize,
 ) -> Result<Option<usize>, IngestError> {
-    if bytes == 0 {
-        return Ok(None);
-    }
-    socket
-        .set_recv_buffer_size(bytes)
+    let granted = size_read_buffer(socket, listener, address, ReadBuffer::Bytes(bytes))?;
+    Ok(granted.map(|g| g.bytes))
+}
+
+/// The receive buffer a UDP listener asks for, per socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadBuffer {
+    /// The kernel's default (`net.core.rmem_default`, often 208 KiB): what
+    /// `--statsd.read-buffer=0` asks for, as in statsd_exporter.
+    System,
+    /// `SO_RCVBUF` of this many bytes, as statsd_exporter sets it: the kernel caps the
+    /// request at `net.core.rmem_max`, then doubles it for its bookkeeping.
+    Bytes(usize),
+    /// The largest buffer the kernel allows, up to this many bytes: `SO_RCVBUFFORCE`, which
+    /// ignores `net.core.rmem_max` but needs `CAP_NET_ADMIN`, else `SO_RCVBUF`, capped at
+    /// `net.core.rmem_max`. What statsgate asks for when `--statsd.read-buffer` is not given
+    /// ([`DEFAULT_READ_BUFFER`]): the kernel's default loses bursts of datagrams.
+    Largest(usize),
+}
+
+/// The most [`ReadBuffer::Largest`] asks for when `--statsd.read-buffer` is not given: 8 MiB.
+pub const DEFAULT_READ_BUFFER: usize = 8 << 20;
+
+/// A receive buffer as set: what `getsockopt(SO_RCVBUF)` reads back (twice the usable bytes
+/// asked for, as Linux doubles every request for its bookkeeping), and the option that set it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct GrantedBuffer {
+    /// `SO_RCVBUF` as read back.
+    pub(crate) bytes: usize,
+    /// `SO_RCVBUF` or `SO_RCVBUFFORCE`.
+    pub(crate) option: &'static str,
+}
+
+/// Sizes `socket`'s receive buffer as `wanted` says; returns what the kernel granted, or
+/// `None` for [`ReadBuffer::System`] (or a size of 0, which means the same).
+pub(crate) fn size_read_buffer(
+    socket: SockRef<'_>,
+    listener: &'static str,
+    address: &str,
+    wanted: ReadBuffer,
+) -> Result<Option<GrantedBuffer>, IngestError> {
+    let option = match wanted {
+        ReadBuffer::System | ReadBuffer::Bytes(0) | ReadBuffer::Largest(0) => return Ok(None),
+        ReadBuffer::Bytes(bytes) => {
+            socket.set_recv_buffer_size(bytes).map_err(option_error(
+                listener,
+                address,
+                "SO_RCVBUF",
+            ))?;
+            "SO_RCVBUF"
+        }
+        ReadBuffer::Largest(bytes) => match force_receive_buffer(&*socket, bytes) {
+            Ok(()) => "SO_RCVBUFFORCE",
+            // Without CAP_NET_ADMIN (EPERM), the kernel caps SO_RCVBUF at rmem_max itself.
+            Err(_) => {
+                socket.set_recv_buffer_size(bytes).map_err(option_error(
+                    listener,
+                    address,
+                    "SO_RCVBUF",
+                ))?;
+                "SO_RCVBUF"
+            }
+        },
+    };
+    let bytes = socket
+        .recv_buffer_size()
         .map_err(option_error(listener, address, "SO_RCVBUF"))?;
-    let effective =
-        socket
-            .recv_buffer_size()
-            .map_err(option_error(listener, address, "SO_RCVBUF"))?;
-    Ok(Some(effective))
+    Ok(Some(GrantedBuffer { bytes, option }))
 }
 
 /// Makes blocking receives return after [`RECEIVE_TIMEOUT`], so receive threads look at
@@ -198,6 +256,29 @@ pub(crate) fn granted_read_buffer(requested: usize) -> usize {
         .expect("net.core.rmem_max is readable");
     let rmem_max: usize = text.trim().parse().expect("net.core.rmem_max is a number");
     2 * requested.min(rmem_max)
+}
+
+/// What Linux grants for [`ReadBuffer::Largest`]: twice the request with `CAP_NET_ADMIN`
+/// (`SO_RCVBUFFORCE`), else as for `SO_RCVBUF`. For tests of the listeners.
+#[cfg(test)]
+pub(crate) fn granted_largest_read_buffer(requested: usize) -> usize {
+    if has_net_admin() {
+        2 * requested
+    } else {
+        granted_read_buffer(requested)
+    }
+}
+
+/// Whether this process has `CAP_NET_ADMIN` (bit 12 of `CapEff` in `/proc/self/status`).
+#[cfg(test)]
+fn has_net_admin() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let caps = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .expect("CapEff in /proc/self/status");
+    let caps = u64::from_str_radix(caps.trim(), 16).expect("CapEff is hexadecimal");
+    caps & (1 << 12) != 0
 }
 
 #[cfg(test)]

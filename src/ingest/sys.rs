@@ -1,6 +1,8 @@
 //! Every `unsafe` system call of ingest, behind safe wrappers: batched receive
-//! (`recvmmsg`), the kernel's drop counter (`SO_RXQ_OVFL`, set with `setsockopt` and read from
-//! each datagram's control messages), the reuseport group's socket-selection program
+//! (`recvmmsg`), the kernel's drop counter (read with `getsockopt(SO_MEMINFO)`, or where that
+//! does not give it, `SO_RXQ_OVFL`, set with `setsockopt` and read from each datagram's
+//! control messages), a receive buffer over `net.core.rmem_max` (`SO_RCVBUFFORCE`), the
+//! reuseport group's socket-selection program
 //! (`SO_ATTACH_REUSEPORT_CBPF`), a socket's inode mode before `bind` (`fchmod`) and the
 //! descriptor limit (`getrlimit`/`setrlimit`). Everything else uses `std` and `socket2`.
 //!
@@ -31,6 +33,20 @@ const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 0x0035;
 #[cfg(not(any(target_arch = "sparc", target_arch = "sparc64")))]
 const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
 
+/// `SO_MEMINFO` from `<asm/socket.h>`; libc does not export it for Linux.
+#[cfg(any(target_arch = "sparc", target_arch = "sparc64"))]
+const SO_MEMINFO: libc::c_int = 0x0039;
+/// `SO_MEMINFO` from `<asm/socket.h>`; libc does not export it for Linux.
+#[cfg(not(any(target_arch = "sparc", target_arch = "sparc64")))]
+const SO_MEMINFO: libc::c_int = 55;
+
+/// `SO_RCVBUFFORCE` from `<asm/socket.h>`; libc does not export it for Linux.
+#[cfg(any(target_arch = "sparc", target_arch = "sparc64"))]
+const SO_RCVBUFFORCE: libc::c_int = 0x100b;
+/// `SO_RCVBUFFORCE` from `<asm/socket.h>`; libc does not export it for Linux.
+#[cfg(not(any(target_arch = "sparc", target_arch = "sparc64")))]
+const SO_RCVBUFFORCE: libc::c_int = 33;
+
 /// Room for one control message carrying the kernel's `u32` drop counter.
 // SAFETY: CMSG_SPACE is plain arithmetic on its argument.
 const CONTROL_LEN: usize = unsafe { libc::CMSG_SPACE(size_of::<u32>() as libc::c_uint) } as usize;
@@ -48,6 +64,61 @@ pub(crate) fn enable_drop_counter(fd: &impl AsRawFd) -> io::Result<()> {
             libc::SOL_SOCKET,
             SO_RXQ_OVFL,
             (&on as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The socket's cumulative drop counter (`sk_drops`: datagrams the kernel discarded for this
+/// socket, mostly because its receive buffer was full), read now with `SO_MEMINFO`. It is
+/// the count `/proc/net/udp` shows in its `drops` column, and a 32-bit counter that wraps.
+/// Fails on a kernel whose `SO_MEMINFO` is missing (before Linux 4.12) or too short to hold it.
+pub(crate) fn socket_drops(fd: &impl AsRawFd) -> io::Result<u32> {
+    const DROPS: usize = libc::SK_MEMINFO_DROPS as usize;
+    // Room for more fields than this kernel knows: it writes the ones it has and says how
+    // many bytes that was.
+    let mut meminfo = [0u32; 16];
+    let mut len = size_of_val(&meminfo) as libc::socklen_t;
+    // SAFETY: `meminfo` and `len` outlive the call, and `len` is the size of `meminfo`; the
+    // kernel writes at most `len` bytes and stores the count it wrote in `len`.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_MEMINFO,
+            meminfo.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if (len as usize) < (DROPS + 1) * size_of::<u32>() {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "SO_MEMINFO has no drop counter on this kernel",
+        ));
+    }
+    Ok(meminfo[DROPS])
+}
+
+/// Sets the receive buffer with `SO_RCVBUFFORCE`, which may exceed `net.core.rmem_max`; the
+/// kernel refuses it (`EPERM`) without `CAP_NET_ADMIN`. Like `SO_RCVBUF`, the kernel doubles
+/// `bytes` for its own bookkeeping.
+pub(crate) fn force_receive_buffer(fd: &impl AsRawFd, bytes: usize) -> io::Result<()> {
+    let bytes = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `bytes` outlives the call and the length passed is its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_RCVBUFFORCE,
+            (&bytes as *const libc::c_int).cast(),
             size_of::<libc::c_int>() as libc::socklen_t,
         )
     };

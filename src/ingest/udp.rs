@@ -20,11 +20,12 @@ use std::sync::atomic::AtomicBool;
 use socket2::{Protocol, SockRef, Socket, Type};
 
 use super::batch::ReceiveThreads;
+use super::drops;
 use super::socket::{
-    bind_error, bind_with_ipv4_fallback, ip_socket, option_error, set_read_buffer,
-    set_receive_timeout,
+    GrantedBuffer, ReadBuffer, bind_error, bind_with_ipv4_fallback, ip_socket, option_error,
+    set_receive_timeout, size_read_buffer,
 };
-use super::sys::{attach_reuseport_program, enable_drop_counter};
+use super::sys::attach_reuseport_program;
 use super::{IngestError, Listener, SinkFactory};
 use crate::telemetry::catalog;
 
@@ -39,22 +40,23 @@ pub struct UdpOptions {
     /// How many `SO_REUSEPORT` sockets to open on `addr`, each with its own receive thread.
     /// Default 1; must be at least 1.
     pub sockets: usize,
-    /// `SO_RCVBUF` in bytes for each socket; 0 (the default) leaves the system default. The
-    /// kernel caps it at `net.core.rmem_max` (and doubles it for bookkeeping); the effective
-    /// value is logged and given by [`Listener::read_buffers`].
-    pub read_buffer: usize,
+    /// Each socket's receive buffer. Default: the largest the kernel allows up to
+    /// [`DEFAULT_READ_BUFFER`](super::DEFAULT_READ_BUFFER). What the kernel granted is logged
+    /// and given by [`Listener::read_buffers`].
+    pub read_buffer: ReadBuffer,
     /// Datagrams taken per `recvmmsg` call. Default 32; must be at least 1. Each socket's
     /// thread preallocates `batch` × 65535 bytes.
     pub batch: usize,
 }
 
 impl Default for UdpOptions {
-    /// `[::]:9125` (statsd_exporter's `:9125`), 1 socket, system receive buffer, batches of 32.
+    /// `[::]:9125` (statsd_exporter's `:9125`), 1 socket, the largest receive buffer the
+    /// kernel allows up to 8 MiB, batches of 32.
     fn default() -> Self {
         UdpOptions {
             addr: SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), 9125),
             sockets: 1,
-            read_buffer: 0,
+            read_buffer: ReadBuffer::Largest(super::DEFAULT_READ_BUFFER),
             batch: 32,
         }
     }
@@ -72,8 +74,9 @@ impl Default for UdpOptions {
 /// documentation). If the kernel refuses the program that does this, a warning is logged and
 /// the kernel's own hash of address and port is used.
 ///
-/// Each thread counts `statsd_exporter_udp_packets_total` per batch and, from the kernel's
-/// `SO_RXQ_OVFL` counter, `statsd_exporter_udp_packet_drops_total`.
+/// Each thread counts `statsd_exporter_udp_packets_total` per batch. Each socket's kernel drop
+/// count is added to `statsd_exporter_udp_packet_drops_total` whenever the self-metrics are
+/// rendered, and stays in it after the listener stops (see `drops.rs`).
 pub fn start_udp<F: SinkFactory>(
     opts: &UdpOptions,
     factory: Arc<F>,
@@ -97,7 +100,17 @@ pub fn start_udp<F: SinkFactory>(
         sockets,
         read_buffers,
     } = bind_with_ipv4_fallback(LISTENER, opts.addr, bind)?;
-    tracing::info!(listener = "udp", address = %local_addr, sockets = opts.sockets, read_buffer = read_buffers.first(), "accepting statsd over UDP");
+    // `read_buffer` is SO_RCVBUF as read back: twice the usable bytes asked for.
+    let first = read_buffers.first();
+    tracing::info!(
+        listener = "udp",
+        address = %local_addr,
+        sockets = opts.sockets,
+        read_buffer = first.map(|g| g.bytes),
+        read_buffer_set = first.map_or("system default", |g| g.option),
+        "accepting statsd over UDP"
+    );
+    let read_buffers = read_buffers.iter().map(|g| g.bytes).collect();
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut listener = Listener {
@@ -113,15 +126,22 @@ pub fn start_udp<F: SinkFactory>(
         listener: LISTENER,
         batch: opts.batch,
         packets: &catalog::UDP_PACKETS,
-        drops: Some(&catalog::UDP_PACKET_DROPS),
     };
     let address = local_addr.to_string();
     for (index, socket) in sockets.into_iter().enumerate() {
         // Made here rather than in the thread so every sink exists when start_udp returns.
         let sink = factory.make_sink();
         let name = format!("statsgate-udp-{index}");
+        let (socket, stamped_drops) = drops::track(socket, &address);
         // On error, dropping `listener` stops and joins the threads already started.
-        let thread = threads.spawn(name, &address, socket, sink, Arc::clone(&stop))?;
+        let thread = threads.spawn(
+            name,
+            &address,
+            socket,
+            sink,
+            Arc::clone(&stop),
+            stamped_drops,
+        )?;
         listener.threads.push(thread);
     }
     Ok(listener)
@@ -131,12 +151,16 @@ pub fn start_udp<F: SinkFactory>(
 struct Group {
     local_addr: SocketAddr,
     sockets: Vec<Socket>,
-    read_buffers: Vec<usize>,
+    read_buffers: Vec<GrantedBuffer>,
 }
 
 /// Claims `addr`'s port, binds `sockets` reuseport sockets to it and attaches the program that
 /// picks one of them by source address.
-fn bind_group(addr: SocketAddr, sockets: u32, read_buffer: usize) -> Result<Group, IngestError> {
+fn bind_group(
+    addr: SocketAddr,
+    sockets: u32,
+    read_buffer: ReadBuffer,
+) -> Result<Group, IngestError> {
     let local_addr = claim_port(addr)?;
     let mut group = Group {
         local_addr,
@@ -185,23 +209,19 @@ fn claim_port(addr: SocketAddr) -> Result<SocketAddr, IngestError> {
         .unwrap_or(addr))
 }
 
-/// A `SO_REUSEPORT` UDP socket bound to `addr`, with the drop counter on; also the
-/// `SO_RCVBUF` it got when `read_buffer` asked for one.
+/// A `SO_REUSEPORT` UDP socket bound to `addr`; also the receive buffer it got unless
+/// `read_buffer` kept the system default.
 fn bind_socket(
     addr: SocketAddr,
-    read_buffer: usize,
-) -> Result<(Socket, Option<usize>), IngestError> {
+    read_buffer: ReadBuffer,
+) -> Result<(Socket, Option<GrantedBuffer>), IngestError> {
     let socket = ip_socket(LISTENER, addr, Type::DGRAM, Protocol::UDP)?;
     socket
         .set_reuse_port(true)
         .map_err(option_error(LISTENER, addr, "SO_REUSEPORT"))?;
     let address = addr.to_string();
-    let read_buffer = set_read_buffer(SockRef::from(&socket), LISTENER, &address, read_buffer)?;
+    let read_buffer = size_read_buffer(SockRef::from(&socket), LISTENER, &address, read_buffer)?;
     set_receive_timeout(SockRef::from(&socket), LISTENER, &address)?;
-    if let Err(err) = enable_drop_counter(&socket) {
-        // Not fatal: only the drop counter is lost.
-        tracing::warn!(address = %addr, error = %err, "cannot enable SO_RXQ_OVFL; kernel drops will not be counted");
-    }
     socket
         .bind(&addr.into())
         .map_err(bind_error(LISTENER, addr))?;
@@ -289,7 +309,7 @@ pub(crate) fn socket_for_source(source: std::net::IpAddr, sockets: u32) -> u32 {
 mod tests {
     use super::*;
     use crate::ingest::Sink;
-    use crate::ingest::socket::granted_read_buffer;
+    use crate::ingest::socket::{granted_largest_read_buffer, granted_read_buffer};
     use std::sync::Mutex;
     use std::time::{Duration, Instant};
 
@@ -321,7 +341,7 @@ mod tests {
         UdpOptions {
             addr: "127.0.0.1:0".parse().unwrap(),
             sockets,
-            read_buffer: 0,
+            read_buffer: ReadBuffer::System,
             batch: 4,
         }
     }
@@ -510,19 +530,33 @@ mod tests {
     #[test]
     fn read_buffer_is_applied() {
         let mut opts = options(2);
-        opts.read_buffer = 1 << 16;
+        opts.read_buffer = ReadBuffer::Bytes(1 << 16);
         let listener = start_udp(&opts, Arc::new(Arc::new(Recorded::default()))).unwrap();
-        let want = granted_read_buffer(opts.read_buffer);
+        let want = granted_read_buffer(1 << 16);
         assert_eq!(listener.read_buffers(), [want, want]);
         listener.shutdown();
 
-        opts.read_buffer = 0;
+        for system in [ReadBuffer::System, ReadBuffer::Bytes(0)] {
+            opts.read_buffer = system;
+            let listener = start_udp(&opts, Arc::new(Arc::new(Recorded::default()))).unwrap();
+            assert_eq!(
+                listener.read_buffers(),
+                [] as [usize; 0],
+                "system default kept"
+            );
+            listener.shutdown();
+        }
+    }
+
+    #[test]
+    fn the_default_read_buffer_is_the_largest_allowed_up_to_8_mib() {
+        let opts = UdpOptions {
+            read_buffer: UdpOptions::default().read_buffer,
+            ..options(2)
+        };
         let listener = start_udp(&opts, Arc::new(Arc::new(Recorded::default()))).unwrap();
-        assert_eq!(
-            listener.read_buffers(),
-            [] as [usize; 0],
-            "system default kept"
-        );
+        let want = granted_largest_read_buffer(super::super::DEFAULT_READ_BUFFER);
+        assert_eq!(listener.read_buffers(), [want, want]);
         listener.shutdown();
     }
 

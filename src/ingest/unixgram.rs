@@ -88,11 +88,10 @@ pub fn start_unixgram<F: SinkFactory>(
         listener: LISTENER,
         batch: UNIXGRAM_BATCH,
         packets: &catalog::UNIXGRAM_PACKETS,
-        drops: None,
     };
     let name = "statsgate-unixgram".to_owned();
     let sink = factory.make_sink();
-    let handle = threads.spawn(name, &shown, socket, sink, Arc::clone(&stop))?;
+    let handle = threads.spawn(name, &shown, socket, sink, Arc::clone(&stop), None)?;
     guard.disarm();
     tracing::info!(listener = "unixgram", path = %shown, mode = format_args!("{:o}", opts.mode), read_buffer, "accepting statsd over unixgram");
     Ok(Listener {

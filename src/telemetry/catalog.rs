@@ -127,9 +127,10 @@ families! { RECORDED:
     UDP_PACKETS: Counter "statsd_exporter_udp_packets_total" []
         "The total number of StatsD packets received over UDP.";
     // statsd_exporter counts what its full internal queue dropped; statsgate has no queue, so
-    // this counts what the kernel dropped because a socket's receive buffer was full.
+    // this counts what the kernel dropped because a socket's receive buffer was full. Set
+    // from the sockets' own counts each time the self-metrics are rendered (`ingest/drops.rs`).
     UDP_PACKET_DROPS: Counter "statsd_exporter_udp_packet_drops_total" []
-        "The total number of StatsD packets dropped by the kernel's UDP receive buffer (SO_RXQ_OVFL).";
+        "The total number of StatsD packets the kernel dropped because a UDP socket's receive buffer was full (the sockets' drop counts, read on each scrape).";
     TCP_CONNECTIONS: Counter "statsd_exporter_tcp_connections_total" []
         "The total number of TCP connections handled.";
     TCP_CONNECTION_ERRORS: Counter "statsd_exporter_tcp_connection_errors_total" []

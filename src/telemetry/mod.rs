@@ -4,7 +4,9 @@
 //!
 //! Recorded through the `metrics` facade into `metrics-exporter-prometheus`, rendered after
 //! the user's series on every scrape. Hot-path stages never look a counter up per event:
-//! they hold [`metrics::Counter`] handles and add once per receive batch.
+//! they hold [`metrics::Counter`] handles and add once per receive batch. A count kept
+//! outside the process (the kernel's UDP drops) is read when rendering instead, by a
+//! function registered with [`on_render`].
 
 mod bounded;
 pub mod catalog;
@@ -14,6 +16,8 @@ mod values;
 
 pub use bounded::{BoundedLabel, CONFLICT_NAMES, CONFLICT_NAMES_CAP, OTHER_LABEL_VALUE};
 pub use values::SelfSample;
+
+use std::sync::Mutex;
 
 use metrics::{describe_counter, describe_gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -28,6 +32,19 @@ pub fn reserved_names() -> Vec<String> {
         .chain(catalog::PROCESS)
         .map(|e| e.name.to_string())
         .collect()
+}
+
+/// The functions [`on_render`] registered.
+static COLLECTORS: Mutex<Vec<fn()>> = Mutex::new(Vec::new());
+
+/// Has `collect` run each time the self-metrics are rendered (each scrape, each remote_write
+/// snapshot), just before: it brings a self-metric whose count lives outside the process up
+/// to date, so the value written is exact at that moment. Register each function once.
+pub fn on_render(collect: fn()) {
+    COLLECTORS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(collect);
 }
 
 /// The installed recorder, for rendering the self-metrics on a scrape.
@@ -69,16 +86,29 @@ impl Telemetry {
         Ok(Telemetry { handle })
     }
 
-    /// The self-metrics in text format, `process_*` included.
+    /// The self-metrics in text format, `process_*` included, after running every
+    /// [`on_render`] function.
     pub fn render(&self) -> String {
+        collect();
         let mut out = self.handle.render();
         process::render(&mut out);
         out
     }
 
     /// The recorded self-metrics' current values (`process_*` left out), for the status
-    /// page. Costs a render of the recorder's few dozen series.
+    /// page, after running every [`on_render`] function (so the kernel's drops are exact
+    /// there too). Costs a render of the recorder's few dozen series.
     pub fn samples(&self) -> Vec<SelfSample> {
+        collect();
         values::parse_samples(&self.handle.render())
+    }
+}
+
+/// Runs every [`on_render`] function.
+fn collect() {
+    // Copied out so a collector never runs under the lock.
+    let collectors = COLLECTORS.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    for collect in collectors {
+        collect();
     }
 }
