@@ -10,6 +10,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
+use tower_http::CompressionLevel;
 use tower_http::compression::CompressionLayer;
 
 use super::status::StatusPage;
@@ -79,7 +80,15 @@ pub fn router(
         .route("/-/quit", axum::routing::put(quit).post(quit))
         .route(
             &path,
-            get(metrics).layer(CompressionLayer::new().gzip(true)),
+            // gzip's fastest level: on a 10 MB body of 100k series it compresses about
+            // six times faster than the default level 6, for a body about 40% larger
+            // (miniz_oxide: 87 vs 530 ms, 977 vs 700 KB). A scrape is latency- and
+            // CPU-bound on the gateway, bandwidth-cheap on the network between.
+            get(metrics).layer(
+                CompressionLayer::new()
+                    .gzip(true)
+                    .quality(CompressionLevel::Fastest),
+            ),
         );
     if path != "/" {
         r = r.route("/", get(status_page));

@@ -891,6 +891,9 @@ impl ExpirySchedule {
 fn run_maintenance(store: &Store, stop: &AtomicBool) {
     let expired = catalog::SERIES_EXPIRED.counter([]);
     let series = catalog::SERIES.gauge([]);
+    catalog::SERIES_LIMIT
+        .gauge([])
+        .set(store.max_series() as f64);
     let by_type = FAMILY_TYPES.map(|t| (t, catalog::METRICS.gauge([t.as_str().into()])));
     let mut schedule = ExpirySchedule::default();
     let mut last_publish: Option<u64> = None;

@@ -176,6 +176,8 @@ families! { RECORDED:
         "Events whose own tag or mapping label had the name of --statsd.sender-label, replaced by the sender's address (or removed, for a unixgram sender).";
     SERIES: Gauge "statsgate_series" []
         "The number of series currently held.";
+    SERIES_LIMIT: Gauge "statsgate_series_limit" []
+        "--statsd.max-series: the most series held at once; statsgate_series is compared with it.";
     SERIES_EXPIRED: Counter "statsgate_series_expired_total" []
         "Series removed because their TTL ran out.";
     EVENTS_DROPPED: Counter "statsgate_events_dropped_total" ["reason"]
