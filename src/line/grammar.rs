@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! line         = name_section ":" body            ; no `:`, empty name, bad UTF-8: malformed_line
-//! name_section = signalfx_block | name_tag_list | metric                          (tags.rs)
+//! name_section = graphite_list | signalfx_block | name_tag_list | metric          (tags.rs)
 //! body         = values "|" ...                   ; no `|` at all: not_enough_parts_after_colon
 //!              ; then the first shape that applies, in Go's order:
 //!              = value 1*(":" value) "|" fields   ; extended aggregation; type ms, h or d, or
