@@ -38,6 +38,7 @@ fn dialects_of(case: &Value) -> Dialects {
         influxdb: flag("influxdb"),
         librato: flag("librato"),
         signalfx: flag("signalfx"),
+        graphite: false,
         dogstatsd_tags_last: false,
     }
 }
@@ -210,9 +211,10 @@ fn typical_lines_parse_and_decode_without_allocating() {
     let dialects = Dialects::default();
     let envoy = Dialects {
         dogstatsd_tags_last: true,
+        graphite: true,
         ..Dialects::default()
     };
-    let lines: [(&[u8], &Dialects); 8] = [
+    let lines: [(&[u8], &Dialects); 10] = [
         (b"envoy.cluster.x.upstream_rq_200:1|c", &dialects),
         (b"foo:1|c|#a:b,c:d", &dialects),
         (b"foo:12|ms|@0.1", &dialects),
@@ -225,6 +227,14 @@ fn typical_lines_parse_and_decode_without_allocating() {
         ),
         (
             b"envoy.x:1|c|#envoy.cluster_name:outbound|9080|v1|r",
+            &envoy,
+        ),
+        (
+            b"envoy.x;envoy_cluster_name=outbound|9080|v1|r;envoy_response_code=200:1|c",
+            &envoy,
+        ),
+        (
+            b"envoy.x;envoy.cluster_name=outbound|9080|v1|r;envoy.response_code=200:1|c",
             &envoy,
         ),
     ];

@@ -114,6 +114,9 @@ fuzz_target!(|data: &[u8]| {
         librato: flags & 32 != 0,
         signalfx: flags & 64 != 0,
         dogstatsd_tags_last: flags & 128 != 0,
+        // Every bit of the flag byte is taken: Graphite tags go with the other dialect
+        // Envoy's sinks need, as under the Envoy profile.
+        graphite: flags & 128 != 0,
     };
     let store = Arc::new(Store::with_clock(
         StoreOptions::default(),

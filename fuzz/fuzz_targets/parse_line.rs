@@ -38,6 +38,7 @@ fuzz_target!(|data: &[u8]| {
         librato: flags & 4 != 0,
         signalfx: flags & 8 != 0,
         dogstatsd_tags_last: flags & 16 != 0,
+        graphite: flags & 32 != 0,
     };
 
     let mut counters = ParseCounters::default();

@@ -28,6 +28,7 @@ const NEGATABLE: &[&str] = &[
     "statsd.parse-influxdb-tags",
     "statsd.parse-librato-tags",
     "statsd.parse-signalfx-tags",
+    "statsd.parse-graphite-tags",
     "web.enable-lifecycle",
     "check-config",
 ];
@@ -307,6 +308,11 @@ pub struct Flags {
     #[arg(long = "statsd.parse-signalfx-tags", action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub parse_signalfx_tags: Option<bool>,
 
+    /// Parse Graphite style tags, name;k=v;k2=v2, as Envoy's graphite_statsd sink sends them
+    /// (default off, as statsd_exporter has no such dialect; on under --profile=envoy).
+    #[arg(long = "statsd.parse-graphite-tags", action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub parse_graphite_tags: Option<bool>,
+
     /// The UDP address to relay every received line to, unmodified (host:port). Repeatable:
     /// with several, each line goes to one of them, chosen by a consistent hash of its series
     /// (name and tags), so each target owns its series.
@@ -406,8 +412,9 @@ impl Flags {
     }
 
     /// The tag dialects asked for: each `--statsd.parse-*-tags` flag given, and for the
-    /// others the profile's default (all on, as in statsd_exporter; under `--profile=envoy`
-    /// only DogStatsD, see [`ENVOY_DIALECTS`]). The profile may adjust them further.
+    /// others the profile's default (statsd_exporter's four on and Graphite off; under
+    /// `--profile=envoy` only DogStatsD and Graphite, see [`ENVOY_DIALECTS`]). The profile may
+    /// adjust them further.
     pub fn dialects(&self) -> Dialects {
         let defaults = match self.profile {
             ProfileName::Envoy => ENVOY_DIALECTS,
@@ -418,6 +425,7 @@ impl Flags {
             influxdb: self.parse_influxdb_tags.unwrap_or(defaults.influxdb),
             librato: self.parse_librato_tags.unwrap_or(defaults.librato),
             signalfx: self.parse_signalfx_tags.unwrap_or(defaults.signalfx),
+            graphite: self.parse_graphite_tags.unwrap_or(defaults.graphite),
             dogstatsd_tags_last: false,
         }
     }
@@ -606,10 +614,13 @@ mod tests {
     }
 
     #[test]
-    fn envoy_profile_reads_only_dogstatsd_tags_unless_asked() {
+    fn envoy_profile_reads_only_envoys_tag_dialects_unless_asked() {
         let dialects = |args: &[&str]| parse(args).unwrap().dialects();
         let envoy = dialects(&["--profile=envoy"]);
         assert!(envoy.dogstatsd && !envoy.influxdb && !envoy.librato && !envoy.signalfx);
+        assert!(envoy.graphite);
+        assert!(!dialects(&["--profile=envoy", "--statsd.parse-graphite-tags=false"]).graphite);
+        assert!(!dialects(&["--profile=envoy", "--no-statsd.parse-graphite-tags"]).graphite);
         // A flag given explicitly wins over the profile's default, either way.
         let asked = dialects(&[
             "--profile=envoy",
@@ -620,6 +631,12 @@ mod tests {
         assert!(asked.signalfx && asked.librato && !asked.influxdb && !asked.dogstatsd);
         let statsd = dialects(&["--no-statsd.parse-signalfx-tags"]);
         assert!(statsd.dogstatsd && statsd.influxdb && statsd.librato && !statsd.signalfx);
+        // Graphite tags are statsgate's own: off unless asked for, in every other profile.
+        assert!(!statsd.graphite);
+        assert!(!dialects(&["--profile=istio-mixer"]).graphite);
+        assert!(dialects(&["--statsd.parse-graphite-tags"]).graphite);
+        assert!(dialects(&["--statsd.parse-graphite-tags=true"]).graphite);
+        assert!(dialects(&["-statsd.parse-graphite-tags"]).graphite);
     }
 
     #[test]

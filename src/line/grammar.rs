@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! line         = name_section ":" body            ; no `:`, empty name, bad UTF-8: malformed_line
-//! name_section = signalfx_block | name_tag_list | metric                          (tags.rs)
+//! name_section = graphite_list | signalfx_block | name_tag_list | metric          (tags.rs)
 //! body         = values "|" ...                   ; no `|` at all: not_enough_parts_after_colon
 //!              ; then the first shape that applies, in Go's order:
 //!              = value 1*(":" value) "|" fields   ; extended aggregation; type ms, h or d, or
@@ -493,7 +493,7 @@ fn dogstatsd_errors(ctx: &Line<'_, '_>, components: Option<&[&[u8]]>) -> u64 {
         .iter()
         .filter_map(|part| part.strip_prefix(b"#"))
         .map(|list| {
-            let counts = tags::for_each_tag(text_of(ctx.text, list), b':', true, |_, _| {});
+            let counts = tags::for_each_tag(text_of(ctx.text, list), tags::DOGSTATSD, |_, _| {});
             u64::from(counts.errors)
         })
         .sum()
@@ -1083,6 +1083,120 @@ mod tests {
         let (got, c) = parse_with(b"t:1|#k:v", envoy());
         assert!(got.is_empty());
         assert_eq!(c, counters(1, &[(SampleError::IllegalEvent, 1)], 0));
+    }
+
+    fn graphite() -> Dialects {
+        Dialects {
+            graphite: true,
+            ..envoy()
+        }
+    }
+
+    const ISTIO_GRAPHITE_LINE: &str = "envoy.cluster.upstream_rq;envoy.cluster_name=outbound|9080|v1|reviews.default.svc.cluster.local;envoy.response_code=200:1|c";
+
+    #[test]
+    fn graphite_tags_follow_the_name() {
+        let (got, c) = parse_with(ISTIO_GRAPHITE_LINE.as_bytes(), graphite());
+        assert_eq!(c, counters(1, &[], 0));
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].metric, "envoy.cluster.upstream_rq");
+        assert_eq!(
+            got[0].labels,
+            labels(&[
+                (
+                    "envoy_cluster_name",
+                    "outbound|9080|v1|reviews.default.svc.cluster.local"
+                ),
+                ("envoy_response_code", "200")
+            ])
+        );
+        // The same labels as the DogStatsD form of the line.
+        let (dog, _) = parse_with(ISTIO_LINE.as_bytes(), graphite());
+        assert_eq!(dog[0].labels, got[0].labels);
+        assert_eq!(dog[0].metric, got[0].metric);
+        // Every sample of a multi-value line carries them.
+        let (got, c) = parse_with(b"t;k=v:1|c:2|g", graphite());
+        assert_eq!(c, counters(2, &[], 0));
+        assert!(got.iter().all(|g| g.labels == labels(&[("k", "v")])));
+        let (got, _) = parse_with(b"t;k=v:1:2|ms|@0.5", graphite());
+        assert_eq!(got.len(), 2);
+        assert!(
+            got.iter()
+                .all(|g| (g.repeat, &g.labels) == (2, &labels(&[("k", "v")])))
+        );
+    }
+
+    #[test]
+    fn graphite_tag_errors_are_counted_as_the_other_dialects() {
+        // Bad tags of an emitted sample go to its decode.
+        let (got, c) = parse_with(b"foo;bad;k=;=v;;ok=1:1|c", graphite());
+        assert_eq!(c, counters(1, &[], 0));
+        assert_eq!(got[0].labels, labels(&[("ok", "1")]));
+        assert_eq!(
+            got[0].counts,
+            TagCounts {
+                labels: 1,
+                errors: 4
+            }
+        );
+        // A line that yields no sample counts them itself.
+        let (_, c) = parse_with(b"foo;bad;k=v:1", graphite());
+        assert_eq!(
+            c,
+            counters(0, &[(SampleError::NotEnoughPartsAfterColon, 1)], 1)
+        );
+        let (_, c) = parse_with(b"foo;bad:1|s", graphite());
+        assert_eq!(c, counters(1, &[(SampleError::IllegalEvent, 1)], 1));
+        // Graphite and DogStatsD tags on one line are two styles, as any name tags are.
+        let (got, c) = parse_with(b"foo;a=b,bad:1|c|#x:y", graphite());
+        assert!(got.is_empty());
+        assert_eq!(c, counters(0, &[(SampleError::MixedTaggingStyles, 1)], 0));
+        // A Graphite list with no valid tag is not a style.
+        let (got, c) = parse_with(b"foo;bad:1|c|#x:y", graphite());
+        assert_eq!(got[0].labels, labels(&[("x", "y")]));
+        assert_eq!(got[0].counts.errors, 1);
+        assert_eq!(c, counters(1, &[], 0));
+    }
+
+    #[test]
+    fn graphite_off_keeps_the_name_whole() {
+        for dialects in [Dialects::default(), envoy(), Dialects::NONE] {
+            let (got, c) = parse_with(b"foo;a=b:1|c", dialects);
+            assert_eq!(c, counters(1, &[], 0));
+            assert_eq!(got[0].metric, "foo;a=b");
+            assert!(got[0].labels.is_empty());
+        }
+        let (got, c) = parse_with(b"foo;a=b,c=d:1|c", Dialects::default());
+        assert_eq!(c, counters(1, &[], 0));
+        assert_eq!(
+            (got[0].metric.as_str(), got[0].labels.clone()),
+            ("foo;a=b", labels(&[("c", "d")])),
+            "InfluxDB reads from the first `,`, as statsd_exporter"
+        );
+    }
+
+    #[test]
+    fn graphite_names_are_borrowed_and_in_the_identity() {
+        let mut seen = Vec::new();
+        parse_line(
+            b"foo;a=b:1|c",
+            &graphite(),
+            &mut ParseCounters::default(),
+            |s| {
+                seen.push((
+                    matches!(s.metric, Cow::Borrowed("foo")),
+                    s.identity()[0].to_vec(),
+                    s.tags.extracted_by_sender(),
+                ))
+            },
+        );
+        assert_eq!(seen, [(true, b"foo;a=b".to_vec(), true)]);
+        parse_line(
+            b"foo;a=b:1|c",
+            &Dialects::default(),
+            &mut ParseCounters::default(),
+            |s| assert!(!s.tags.extracted_by_sender()),
+        );
     }
 
     #[test]

@@ -10,8 +10,9 @@
 
 use std::borrow::Cow;
 
-/// Which tag dialects are recognised; all on by default, as in statsd_exporter
-/// (`--[no-]statsd.parse-{dogstatsd,influxdb,librato,signalfx}-tags`).
+/// Which tag dialects are recognised. The four of statsd_exporter are on by default, as there
+/// (`--[no-]statsd.parse-{dogstatsd,influxdb,librato,signalfx}-tags`); Graphite tags, which
+/// statsd_exporter does not read, are off.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Dialects {
     /// `name:1|c|#k:v,k2:v2`
@@ -22,6 +23,9 @@ pub struct Dialects {
     pub librato: bool,
     /// `name[k=v,k2=v2]:1|c`
     pub signalfx: bool,
+    /// `name;k=v;k2=v2:1|c`, Graphite's tag format, which Envoy's `graphite_statsd` sink
+    /// writes. Off by default: statsd_exporter takes such a name whole.
+    pub graphite: bool,
     /// The DogStatsD tag section runs to the end of the line, so tag values may contain `|`.
     /// Off by default (statsd_exporter splits on every `|`); the Envoy profile turns it on
     /// because Envoy's `dog_statsd` sink always writes tags last and Istio cluster names
@@ -36,6 +40,7 @@ impl Dialects {
         influxdb: false,
         librato: false,
         signalfx: false,
+        graphite: false,
         dogstatsd_tags_last: false,
     };
 }
@@ -47,6 +52,7 @@ impl Default for Dialects {
             influxdb: true,
             librato: true,
             signalfx: true,
+            graphite: false,
             dogstatsd_tags_last: false,
         }
     }
@@ -290,6 +296,14 @@ impl<'a> Tags<'a> {
         f: impl FnMut(&'a str, Cow<'a, str>, &'a str),
     ) -> Option<TagCounts> {
         tags::decode_within(self, max_tags, f)
+    }
+
+    /// Whether the tags came apart from the metric name in a dialect that carries a
+    /// sender's own tag extraction: a DogStatsD section, or a Graphite tag list (`name;k=v`).
+    /// Envoy's `dog_statsd` and `graphite_statsd` sinks send the tag-extracted name this
+    /// way, so the Envoy profile must not extract tags from it again.
+    pub fn extracted_by_sender(&self) -> bool {
+        self.dogstatsd.is_some() || tags::is_graphite(self.name_section, &self.dialects)
     }
 
     /// Every valid tag as [`decode`](Self::decode) finds them and in its order, calling

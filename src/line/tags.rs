@@ -1,12 +1,13 @@
-//! Tag dialects: name-embedded (SignalFx `[k=v]`, Librato `#k=v`, InfluxDB `,k=v`) and
-//! DogStatsD (`|#k:v`), as `nom` productions walked in place without allocating:
+//! Tag dialects: name-embedded (Graphite `;k=v`, SignalFx `[k=v]`, Librato `#k=v`, InfluxDB
+//! `,k=v`) and DogStatsD (`|#k:v`), as `nom` productions walked in place without allocating:
 //!
 //! ```text
-//! name_section   = signalfx_block | name_tag_list | metric       ; first that applies
+//! name_section   = graphite_list | signalfx_block | name_tag_list | metric ; first that applies
+//! graphite_list  = metric ";" tag_list                            ; first `;`, tags split on `;`
 //! signalfx_block = head "[" tag_list "]" tail                     ; first `[`, first `]`
 //! name_tag_list  = metric ("#" | ",") tag_list                    ; first `#` or `,`
-//! tag_list       = *(tag ",") [tag]                               ; a trailing `,` adds none
-//! tag            = ["#"] key sep value                            ; `=` in names, `:` DogStatsD
+//! tag_list       = *(tag between) [tag]                           ; a trailing `between` adds none
+//! tag            = ["#"] key assign value                         ; see `TagSyntax`
 //! ```
 //!
 //! The grammar uses [`split_name`] and [`for_each_tag`] to cut the metric name and to decide
@@ -23,6 +24,45 @@ use nom::combinator::{iterator, opt, rest, verify};
 use nom::sequence::{delimited, preceded, separated_pair, terminated};
 use std::borrow::Cow;
 
+/// How a dialect writes a tag list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct TagSyntax {
+    /// The byte between two tags.
+    between: u8,
+    /// The byte between a tag's key and its value; the first one splits, so a value may
+    /// hold more.
+    assign: u8,
+    /// Each tag may start with a `#`, which is dropped: DogStatsD's PHP-client form
+    /// (`#k:v,#k2:v2`).
+    strip_hash: bool,
+}
+
+/// `|#k:v,k2:v2`.
+pub(super) const DOGSTATSD: TagSyntax = TagSyntax {
+    between: b',',
+    assign: b':',
+    strip_hash: true,
+};
+
+/// InfluxDB's `,k=v,k2=v2`, Librato's `#k=v,k2=v2` and SignalFx's `[k=v,k2=v2]`: a `#` is
+/// part of the key.
+const NAME_TAGS: TagSyntax = TagSyntax {
+    between: b',',
+    assign: b'=',
+    strip_hash: false,
+};
+
+/// Graphite's `;k=v;k2=v2` (graphite.readthedocs.io, "Graphite Tag Support"), what Envoy's
+/// `graphite_statsd` sink writes. Graphite forbids `=` in a tag name but not in a value, so
+/// the first `=` splits. Graphite also forbids `!` and `^` in names and a leading `~` in
+/// values, for its query language; Prometheus has no such need, so they are kept (and a key's
+/// `!` or `^` escaped like any other byte), as the other dialects keep whatever they are sent.
+const GRAPHITE: TagSyntax = TagSyntax {
+    between: b';',
+    assign: b'=',
+    strip_hash: false,
+};
+
 /// The name section cut into the metric and its embedded tag list.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(super) struct NameSplit<'a> {
@@ -30,8 +70,10 @@ pub(super) struct NameSplit<'a> {
     /// the middle of the name.
     pub(super) head: &'a str,
     pub(super) tail: &'a str,
-    /// The `k=v,...` list, if the name carried one.
+    /// The `k=v,...` (or Graphite `k=v;...`) list, if the name carried one.
     pub(super) list: Option<&'a str>,
+    /// How `list` is written.
+    syntax: TagSyntax,
     /// A lone (or reversed) SignalFx bracket: one tag error, and the name is kept whole.
     pub(super) bad_bracket: bool,
 }
@@ -53,7 +95,7 @@ impl<'a> NameSplit<'a> {
             errors: u32::from(self.bad_bracket),
         };
         if let Some(list) = self.list {
-            add(&mut counts, for_each_tag(list, b'=', false, |_, _| {}));
+            add(&mut counts, for_each_tag(list, self.syntax, |_, _| {}));
         }
         counts
     }
@@ -113,16 +155,43 @@ fn name_tag_list<'a>(name: &'a [u8], dialects: &Dialects) -> Option<(&'a [u8], &
     parsed.ok().map(|(_, cut)| cut)
 }
 
+/// `graphite_list = metric ";" tag_list`: the list starts at the first `;`.
+fn graphite_list(name: &[u8]) -> Option<(&[u8], &[u8])> {
+    let parsed: PResult<'_, (&[u8], &[u8])> =
+        separated_pair(till_either(b';', b';'), take(1usize), rest).parse(name);
+    parsed.ok().map(|(_, cut)| cut)
+}
+
+/// Whether [`split_name`] takes `name` for a Graphite name: the dialect is on and the name
+/// holds a `;`.
+pub(super) fn is_graphite(name: &str, dialects: &Dialects) -> bool {
+    dialects.graphite && memchr::memchr(b';', name.as_bytes()).is_some()
+}
+
 /// statsd_exporter's `parseNameAndTags`: `name_section = signalfx_block | name_tag_list |
-/// metric`, SignalFx first, each only if its dialect is on.
+/// metric`, SignalFx first, each only if its dialect is on; and before them all Graphite's
+/// `graphite_list`, which statsd_exporter does not have. Graphite goes first because its tag
+/// values may hold the other dialects' delimiters: Envoy's IPv6 listener address `[__]_15001`
+/// is a Graphite tag value, not a SignalFx block, and no other dialect writes a `;`.
 pub(super) fn split_name<'a>(name: &'a str, dialects: &Dialects) -> NameSplit<'a> {
     let whole = NameSplit {
         head: name,
         tail: "",
         list: None,
+        syntax: NAME_TAGS,
         bad_bracket: false,
     };
     let bytes = name.as_bytes();
+    if dialects.graphite
+        && let Some((head, list)) = graphite_list(bytes)
+    {
+        return NameSplit {
+            head: text_of(name, head),
+            list: Some(text_of(name, list)),
+            syntax: GRAPHITE,
+            ..whole
+        };
+    }
     if dialects.signalfx {
         match signalfx_block(bytes) {
             Brackets::None => {}
@@ -131,7 +200,7 @@ pub(super) fn split_name<'a>(name: &'a str, dialects: &Dialects) -> NameSplit<'a
                     head: text_of(name, head),
                     tail: text_of(name, tail),
                     list: Some(text_of(name, list)),
-                    bad_bracket: false,
+                    ..whole
                 };
             }
             Brackets::Bad => {
@@ -152,11 +221,12 @@ pub(super) fn split_name<'a>(name: &'a str, dialects: &Dialects) -> NameSplit<'a
     }
 }
 
-/// `tag = ["#"] key sep value`: key and value non-empty, split at the first `sep` (so
-/// DogStatsD's `k:a:b` is `k` = `a:b`). The `#` is DogStatsD's PHP-client form
-/// (`#k:v,#k2:v2`), stripped once per tag only when `strip_hash`.
-fn tag(piece: &[u8], sep: u8, strip_hash: bool) -> Option<(&[u8], &[u8])> {
-    let piece = if strip_hash {
+/// `tag = ["#"] key assign value`: key and value non-empty, split at the first `assign` (so
+/// DogStatsD's `k:a:b` is `k` = `a:b`). The `#` is stripped once per tag only when the syntax
+/// says so.
+fn tag(piece: &[u8], syntax: TagSyntax) -> Option<(&[u8], &[u8])> {
+    let sep = syntax.assign;
+    let piece = if syntax.strip_hash {
         let stripped: PResult<'_, Option<char>> = opt(char('#')).parse(piece);
         stripped.map_or(piece, |(after, _)| after)
     } else {
@@ -171,34 +241,33 @@ fn tag(piece: &[u8], sep: u8, strip_hash: bool) -> Option<(&[u8], &[u8])> {
     parsed.ok().map(|(_, pair)| pair)
 }
 
-/// Walks `tag_list = *(tag ",") [tag]` as statsd_exporter's `parseNameTags` and
+/// Walks `tag_list = *(tag between) [tag]` as statsd_exporter's `parseNameTags` and
 /// `ParseDogStatsDTags` do, calling `f(key, value)` for each valid tag (key not yet escaped).
-/// Every piece ended by a `,` is a tag, and the last piece only if it is not empty (Go's
-/// `lastTagEndIndex < len`), so a trailing `,` adds no tag but `,,` adds an empty one. An
-/// empty tag, a tag without `sep`, or one with an empty key or value is an error.
+/// Every piece ended by a `between` byte is a tag, and the last piece only if it is not empty
+/// (Go's `lastTagEndIndex < len`), so a trailing `,` adds no tag but `,,` adds an empty one.
+/// An empty tag, a tag without its `assign` byte, or one with an empty key or value is an
+/// error. Graphite lists (`;`) follow the same rules, so every dialect counts errors alike.
 pub(super) fn for_each_tag<'a>(
     list: &'a str,
-    sep: u8,
-    strip_hash: bool,
+    syntax: TagSyntax,
     f: impl FnMut(&'a str, &'a str),
 ) -> TagCounts {
     let mut unlimited = usize::MAX;
-    for_each_tag_within(list, sep, strip_hash, &mut unlimited, f).unwrap_or_default()
+    for_each_tag_within(list, syntax, &mut unlimited, f).unwrap_or_default()
 }
 
 /// [`for_each_tag`] that spends one unit of `budget` per tag, valid or not, and stops with
 /// `None` at the first tag it cannot pay for: the rest of the list is never looked at.
 fn for_each_tag_within<'a>(
     list: &'a str,
-    sep: u8,
-    strip_hash: bool,
+    syntax: TagSyntax,
     budget: &mut usize,
     mut f: impl FnMut(&'a str, &'a str),
 ) -> Option<TagCounts> {
     let mut counts = TagCounts::default();
     let mut one = |piece: &'a [u8], budget: &mut usize| -> Option<()> {
         *budget = budget.checked_sub(1)?;
-        match tag(piece, sep, strip_hash) {
+        match tag(piece, syntax) {
             Some((key, value)) => {
                 f(text_of(list, key), text_of(list, value));
                 counts.labels += 1;
@@ -207,9 +276,10 @@ fn for_each_tag_within<'a>(
         }
         Some(())
     };
+    let between = syntax.between;
     let mut pieces = iterator(
         list.as_bytes(),
-        terminated(take_till(|b| b == b','), char(',')),
+        terminated(take_till(move |b| b == between), char(char::from(between))),
     );
     for piece in &mut pieces {
         one(piece, budget)?;
@@ -262,13 +332,13 @@ fn walk_within<'a>(
         errors: u32::from(split.bad_bracket),
     };
     if let Some(list) = split.list {
-        let name_tags = for_each_tag_within(list, b'=', false, &mut budget, &mut f)?;
+        let name_tags = for_each_tag_within(list, split.syntax, &mut budget, &mut f)?;
         add(&mut counts, name_tags);
     }
 
     if let Some(section) = tags.dogstatsd {
         let mut dog = |list: &'a str, budget: &mut usize| {
-            for_each_tag_within(list, b':', true, budget, &mut f)
+            for_each_tag_within(list, DOGSTATSD, budget, &mut f)
         };
         if tags.dialects.dogstatsd_tags_last {
             add(&mut counts, dog(section, &mut budget)?);
@@ -389,42 +459,144 @@ mod tests {
     #[test]
     fn dialects_off_leave_the_name_alone() {
         let none = Dialects::NONE;
-        for name in ["foo#a=b", "foo,a=b", "foo[a=b]x", "[x"] {
+        for name in ["foo#a=b", "foo,a=b", "foo[a=b]x", "[x", "foo;a=b"] {
             let s = split_name(name, &none);
             assert_eq!(s.metric(), name);
             assert_eq!(s.list, None);
             assert!(!s.bad_bracket);
         }
+        // Graphite is off by default, as statsd_exporter does not read it.
+        let s = split_name("foo;a=b", &all());
+        assert_eq!((s.metric(), s.list), (Cow::Borrowed("foo;a=b"), None));
+        assert!(!is_graphite("foo;a=b", &all()));
+    }
+
+    fn graphite() -> Dialects {
+        Dialects {
+            graphite: true,
+            ..all()
+        }
+    }
+
+    #[test]
+    fn graphite_list_starts_at_the_first_semicolon() {
+        let s = split_name(
+            "envoy.cluster.upstream_rq;envoy.cluster_name=a;x=b",
+            &graphite(),
+        );
+        assert_eq!(
+            (s.metric(), s.list),
+            (
+                Cow::Borrowed("envoy.cluster.upstream_rq"),
+                Some("envoy.cluster_name=a;x=b")
+            )
+        );
+        assert!(is_graphite("a;", &graphite()));
+        assert!(!is_graphite("a", &graphite()));
+        // Before the other name dialects: their delimiters in a Graphite name are bytes of
+        // the metric or of a tag value.
+        let s = split_name("listener.x;envoy.listener_address=[__]_15001", &graphite());
+        assert_eq!(
+            (s.head, s.tail, s.list),
+            ("listener.x", "", Some("envoy.listener_address=[__]_15001"))
+        );
+        assert!(!s.bad_bracket);
+        assert_eq!(
+            s.counts(),
+            TagCounts {
+                labels: 1,
+                errors: 0
+            }
+        );
+        let s = split_name("foo,a=b;c=d,e#f", &graphite());
+        assert_eq!((s.head, s.list), ("foo,a=b", Some("c=d,e#f")));
+        // Without a `;` the other dialects apply as before.
+        let s = split_name("foo[a=b]x", &graphite());
+        assert_eq!(
+            (s.metric(), s.list),
+            (Cow::Owned("foox".into()), Some("a=b"))
+        );
+        let s = split_name(";a=b", &graphite());
+        assert_eq!((s.metric(), s.list), (Cow::Borrowed(""), Some("a=b")));
+    }
+
+    #[test]
+    fn graphite_tags_decode_with_escaped_keys() {
+        let t = Tags {
+            dialects: graphite(),
+            ..tags("foo;envoy.cluster_name=a|b.c;1st=x=y;bad;c=3", None, None)
+        };
+        let (got, counts) = collect(&t);
+        assert_eq!(
+            got,
+            pairs(&[("envoy_cluster_name", "a|b.c"), ("_1st", "x=y"), ("c", "3")])
+        );
+        assert_eq!(
+            counts,
+            TagCounts {
+                labels: 3,
+                errors: 1
+            }
+        );
+        let mut calls = 0;
+        assert_eq!(decode_within(&t, 3, |_, _, _| calls += 1), None);
+        assert_eq!(calls, 2, "the bad tag counts against the limit");
     }
 
     #[test]
     fn tag_list_errors_match_statsd_exporter() {
-        let walk = |list: &str, sep: u8, hash: bool| {
+        let walk = |list: &str, syntax: TagSyntax| {
             let mut n = 0;
-            let c = for_each_tag(list, sep, hash, |_, _| n += 1);
+            let c = for_each_tag(list, syntax, |_, _| n += 1);
             assert_eq!(c.labels, n);
             (c.labels, c.errors)
         };
-        assert_eq!(walk("", b':', true), (0, 0));
+        assert_eq!(walk("", DOGSTATSD), (0, 0));
         assert_eq!(
-            walk("a:b,,", b':', true),
+            walk("a:b,,", DOGSTATSD),
             (1, 1),
             "trailing empty is skipped"
         );
-        assert_eq!(walk(",", b':', true), (0, 1));
-        assert_eq!(walk("a", b':', true), (0, 1), "missing separator");
+        assert_eq!(walk(",", DOGSTATSD), (0, 1));
+        assert_eq!(walk("a", DOGSTATSD), (0, 1), "missing separator");
         assert_eq!(
-            walk(":b,a:", b':', true),
+            walk(":b,a:", DOGSTATSD),
             (0, 2),
             "empty key and empty value"
         );
-        assert_eq!(walk("#", b':', true), (0, 1));
-        assert_eq!(walk("#a:b,#c:d", b':', true), (2, 0));
+        assert_eq!(walk("#", DOGSTATSD), (0, 1));
+        assert_eq!(walk("#a:b,#c:d", DOGSTATSD), (2, 0));
         assert_eq!(
-            walk("#a=b", b'=', false),
+            walk("#a=b", NAME_TAGS),
             (1, 0),
             "names keep the # in the key"
         );
+    }
+
+    #[test]
+    fn graphite_lists_count_errors_as_the_other_dialects() {
+        let walk = |list: &str| {
+            let mut got = Vec::new();
+            let c = for_each_tag(list, GRAPHITE, |k, v| got.push(format!("{k}={v}")));
+            (got, c.errors)
+        };
+        assert_eq!(walk("a=1;b=2"), (vec!["a=1".into(), "b=2".into()], 0));
+        assert_eq!(walk(""), (vec![], 0));
+        assert_eq!(
+            walk("a=1;"),
+            (vec!["a=1".into()], 0),
+            "a trailing ; adds none"
+        );
+        assert_eq!(walk("a=1;;b=2").1, 1, "an empty tag");
+        assert_eq!(walk("a;b=;=c").1, 3, "no =, empty value, empty key");
+        // The first `=` splits: Graphite names cannot hold one, values can; `,` `#` `:` `[`
+        // are value bytes like any other.
+        assert_eq!(
+            walk("k=a=b;x=[__]_15001,#y:z"),
+            (vec!["k=a=b".into(), "x=[__]_15001,#y:z".into()], 0)
+        );
+        // No `#` is stripped.
+        assert_eq!(walk("#k=v"), (vec!["#k=v".into()], 0));
     }
 
     #[test]

@@ -187,7 +187,7 @@ pub(super) fn resolve(
             } = profile.unmapped(
                 &sample.metric,
                 sample.stat_type,
-                sample.tags.dogstatsd.is_some(),
+                sample.tags.extracted_by_sender(),
                 defaults,
             );
             for (k, v) in &extracted {

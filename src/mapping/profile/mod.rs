@@ -17,14 +17,16 @@ use envoy::{
 };
 
 /// The tag dialects read under the Envoy profile where no `--statsd.parse-*-tags` flag says
-/// otherwise: DogStatsD only, the one dialect an Envoy sink sends (`dog_statsd`; the plain
-/// `statsd` sink sends none). The others would read bytes of real Envoy names as tags: an IPv6
-/// listener `listener.[__]_15001.downstream_cx_total` looks like a SignalFX tag block.
+/// otherwise: the two that Envoy's sinks send, DogStatsD (`dog_statsd`) and Graphite
+/// (`graphite_statsd`); the plain `statsd` sink sends none. The others would read bytes of
+/// real Envoy names as tags: an IPv6 listener `listener.[__]_15001.downstream_cx_total` looks
+/// like a SignalFX tag block. Graphite's `;` never occurs in an Envoy stat name.
 pub const ENVOY_DIALECTS: Dialects = Dialects {
     dogstatsd: true,
     influxdb: false,
     librato: false,
     signalfx: false,
+    graphite: true,
     dogstatsd_tags_last: true,
 };
 
@@ -65,8 +67,8 @@ impl EnvoyProfile {
             return (escape_metric_name(metric).into_owned(), Vec::new());
         };
         if already_extracted {
-            // Envoy's dog_statsd sink sends the tag-extracted name with the tags as
-            // DogStatsD tags; extracting again could cut a real name segment.
+            // Envoy's dog_statsd and graphite_statsd sinks send the tag-extracted name with
+            // the tags beside it; extracting again could cut a real name segment.
             return (prometheus_metric_name(stat), Vec::new());
         }
         let ex = self.extractor.extract(stat);
@@ -131,6 +133,7 @@ impl Profile {
                 influxdb: false,
                 librato: false,
                 signalfx: false,
+                graphite: false,
                 ..d
             },
             Profile::Envoy(_) => Dialects {
@@ -159,8 +162,8 @@ impl Profile {
     }
 
     /// Names `metric`, which no mapping rule matched. `tags_extracted` says the line
-    /// carried DogStatsD tags, which under the Envoy profile means Envoy already extracted
-    /// them from the name.
+    /// carried DogStatsD or Graphite tags ([`crate::line::Tags::extracted_by_sender`]), which
+    /// under the Envoy profile means Envoy already extracted them from the name.
     pub(crate) fn unmapped(
         &self,
         metric: &str,
