@@ -1,0 +1,298 @@
+//! `/metrics` in every format a scraper can negotiate: text 0.0.4 (the default), OpenMetrics
+//! 1.0 text, checked by the real `promtool` and by a real Prometheus scraping each format.
+
+mod common;
+
+use std::io::Read as _;
+use std::time::{Duration, Instant};
+
+use common::prometheus::{self, Prometheus};
+use common::{Gateway, Samples, TempDir, promtool_check, series};
+
+/// What Prometheus 2.x sends by default: OpenMetrics preferred.
+const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
+const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+const MAPPING: &str = r#"
+mappings:
+- match: "req.*"
+  name: "requests"
+  help: "Requests, by route \\ path"
+  labels:
+    route: "$1"
+- match: "lat.*"
+  observer_type: histogram
+  histogram_options:
+    buckets: [0.01, 0.1, 1]
+  name: "latency_seconds"
+  labels:
+    route: "$1"
+- match: "size.*"
+  observer_type: summary
+  name: "size_bytes"
+  labels:
+    route: "$1"
+"#;
+
+/// Counters (one named without `_total`, one with), gauges, a histogram, a summary, label
+/// values with every escape the text formats know.
+const TRAFFIC: &[&[u8]] = &[
+    b"req.api:3|c|#path:C:\\dir,quote:say \"hi\"\nreq.web:2|c\nbytes_sent_total:10|c",
+    b"temp:21.5|g|#room:a\\b\ntemp:-3|g|#room:cold",
+    b"lat.api:5|ms\nlat.api:50|ms\nlat.api:500|ms\nlat.api:5000|ms",
+    b"size.api:100|h\nsize.api:300|h",
+];
+
+/// Scrapes `/metrics` with `accept`; returns (Content-Type, body).
+fn scrape(gw: &Gateway, accept: Option<&str>, gzip: bool) -> (String, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder().build().into();
+    let mut req = agent.get(&format!("http://{}/metrics", gw.http));
+    if let Some(a) = accept {
+        req = req.header("Accept", a);
+    }
+    if gzip {
+        req = req.header("Accept-Encoding", "gzip");
+    }
+    let mut resp = req.call().expect("scrape");
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let content_type = header("content-type");
+    let encoding = header("content-encoding");
+    assert_eq!(encoding == "gzip", gzip, "Content-Encoding {encoding:?}");
+    let raw = resp.body_mut().read_to_vec().expect("body");
+    let body = if gzip {
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&raw[..])
+            .read_to_string(&mut text)
+            .expect("gzip body");
+        text
+    } else {
+        String::from_utf8(raw).expect("utf-8 body")
+    };
+    (content_type, body)
+}
+
+/// A rule whose HELP has a double quote: OpenMetrics must escape it (`\"`), and text
+/// 0.0.4 must not (its parser, promtool's, refuses `\"` in HELP).
+const QUOTED_HELP_RULE: &str = r#"
+- match: "quoted.*"
+  name: "quoted"
+  help: "Say \"hi\""
+"#;
+
+fn start_fed_gateway(extra_rules: &str) -> (Gateway, TempDir) {
+    let dir = TempDir::new("expo");
+    let mapping = dir.0.join("mapping.yml");
+    std::fs::write(&mapping, format!("{MAPPING}{extra_rules}")).unwrap();
+    let gw = Gateway::start(&[&format!("--statsd.mapping-config={}", mapping.display())]);
+    for payload in TRAFFIC {
+        gw.send_udp(payload);
+    }
+    gw.wait_for("all lines", |s| {
+        s.count("statsd_exporter_lines_total") >= 11.0
+    });
+    (gw, dir)
+}
+
+/// The user's samples of a scrape (self-metrics move between scrapes).
+fn user_samples(s: &Samples) -> Vec<(String, f64)> {
+    s.values
+        .iter()
+        .filter(|(k, _)| {
+            !k.starts_with("process_")
+                && !k.starts_with("statsd_exporter_")
+                && !k.starts_with("statsd_metric_mapper_")
+                && !k.starts_with("statsgate_")
+        })
+        .map(|(k, v)| (k.clone(), *v))
+        .collect()
+}
+
+#[test]
+fn text_is_the_default_and_openmetrics_is_negotiated() {
+    let (gw, _dir) = start_fed_gateway("");
+
+    let (ct, text) = scrape(&gw, None, false);
+    assert_eq!(ct, "text/plain; version=0.0.4; charset=utf-8");
+    promtool_check(&text);
+    assert!(!text.contains("# EOF"), "{text}");
+    let (ct, _) = scrape(&gw, Some("*/*"), false);
+    assert_eq!(ct, "text/plain; version=0.0.4; charset=utf-8");
+
+    let (ct, om) = scrape(&gw, Some(PROMETHEUS_ACCEPT), false);
+    assert_eq!(ct, OPENMETRICS_CONTENT_TYPE);
+    assert!(om.ends_with("\n# EOF\n"), "{om}");
+    assert_eq!(om.matches("# EOF").count(), 1);
+    // promtool reads text 0.0.4 only. OpenMetrics without a `"` in a HELP text is close
+    // enough for it to parse, which is what `promtool_check` asserts (its lint findings are
+    // about the `_total` samples it takes for untyped families). The real Prometheus test
+    // below reads OpenMetrics with its own parser.
+    promtool_check(&om);
+
+    // A counter named `x_total` is an OpenMetrics counter, family `x`, sample unchanged; a
+    // counter named otherwise keeps its name, untyped (renaming it `requests_total` would
+    // split the series in Prometheus, which prefers OpenMetrics).
+    assert!(
+        om.contains("# HELP requests Requests, by route \\\\ path\nrequests{"),
+        "{om}"
+    );
+    assert!(!om.contains("# TYPE requests"), "{om}");
+    assert!(om.contains("# TYPE bytes_sent counter\n"), "{om}");
+    assert!(om.contains("\nbytes_sent_total 10\n"), "{om}");
+    assert!(
+        om.contains(&format!(
+            "\n{} 3\n",
+            series(
+                "requests",
+                &[
+                    ("path", "C:\\dir"),
+                    ("quote", "say \"hi\""),
+                    ("route", "api")
+                ]
+            )
+        )),
+        "{om}"
+    );
+    assert!(om.contains("\nrequests{route=\"web\"} 2\n"), "{om}");
+    assert!(
+        om.contains("# TYPE process_cpu_seconds counter\n# UNIT process_cpu_seconds seconds\n"),
+        "{om}"
+    );
+    assert!(
+        om.contains("# TYPE statsd_exporter_lines counter\n"),
+        "{om}"
+    );
+    assert!(om.contains("\nstatsd_exporter_lines_total "), "{om}");
+    // Histograms and summaries as in text, `le` spelt the same so series keep their identity.
+    for line in [
+        "# TYPE latency_seconds histogram",
+        "latency_seconds_bucket{route=\"api\",le=\"0.01\"} 1",
+        "latency_seconds_bucket{route=\"api\",le=\"1\"} 3",
+        "latency_seconds_bucket{route=\"api\",le=\"+Inf\"} 4",
+        "latency_seconds_sum{route=\"api\"} 5.555",
+        "latency_seconds_count{route=\"api\"} 4",
+        "# TYPE size_bytes summary",
+        "size_bytes_count{route=\"api\"} 2",
+        "size_bytes_sum{route=\"api\"} 400",
+        "temp{room=\"a\\\\b\"} 21.5",
+    ] {
+        assert!(om.contains(&format!("\n{line}\n")), "{line} in\n{om}");
+    }
+    // Every sample has the same name, labels and value in both formats.
+    assert_eq!(
+        user_samples(&Samples::parse(&text)),
+        user_samples(&Samples::parse(&om))
+    );
+    assert!(user_samples(&Samples::parse(&om)).len() >= 15);
+
+    // Compression is negotiated as before, whatever the format.
+    let (ct, gz) = scrape(&gw, Some(PROMETHEUS_ACCEPT), true);
+    assert_eq!(ct, OPENMETRICS_CONTENT_TYPE);
+    assert!(gz.ends_with("\n# EOF\n"));
+    let (ct, gz) = scrape(&gw, None, true);
+    assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
+    promtool_check(&gz);
+}
+
+fn query(p: &Prometheus, q: &str) -> Option<f64> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(2)))
+        .build()
+        .into();
+    let mut resp = agent
+        .get(&format!("http://{}/api/v1/query", p.addr))
+        .query("query", q)
+        .call()
+        .ok()?;
+    let body = resp.body_mut().read_to_string().ok()?;
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    v["data"]["result"].as_array()?.first()?["value"][1]
+        .as_str()?
+        .parse()
+        .ok()
+}
+
+/// A family's (type, unit) as Prometheus' metadata API reports it.
+fn metadata(p: &Prometheus, family: &str) -> Option<(String, String)> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(2)))
+        .build()
+        .into();
+    let mut resp = agent
+        .get(&format!("http://{}/api/v1/metadata", p.addr))
+        .query("metric", family)
+        .call()
+        .ok()?;
+    let body = resp.body_mut().read_to_string().ok()?;
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    let m = v["data"][family].as_array()?.first()?.clone();
+    Some((
+        m["type"].as_str()?.to_string(),
+        m["unit"].as_str()?.to_string(),
+    ))
+}
+
+fn wait_value(p: &Prometheus, q: &str) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(v) = query(p, q) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "Prometheus never answered {q}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Prometheus 2.x asks for OpenMetrics first: its strict parser must take the whole
+/// exposition, and queries see the statsd values.
+#[test]
+fn real_prometheus_reads_openmetrics() {
+    let (gw, _dir) = start_fed_gateway(QUOTED_HELP_RULE);
+    gw.send_udp(b"quoted.x:1|g");
+    gw.wait_for("quoted", |s| s.get("quoted") == Some(1.0));
+    let (_, om) = scrape(&gw, Some(PROMETHEUS_ACCEPT), false);
+    assert!(om.contains("\n# HELP quoted Say \\\"hi\\\"\n"), "{om}");
+    let (_, text) = scrape(&gw, None, false);
+    assert!(text.contains("\n# HELP quoted Say \"hi\"\n"), "{text}");
+    let prom = prometheus::start(&format!(
+        "  - job_name: om\n    static_configs:\n      - targets: ['{}']\n",
+        gw.http
+    ));
+    assert_eq!(wait_value(&prom, "up{job=\"om\"}"), 1.0);
+    assert_eq!(wait_value(&prom, "requests{route=\"web\"}"), 2.0);
+    assert_eq!(wait_value(&prom, "bytes_sent_total"), 10.0);
+    assert_eq!(wait_value(&prom, "quoted"), 1.0);
+    assert_eq!(wait_value(&prom, "temp{room=\"a\\\\b\"}"), 21.5);
+    assert_eq!(
+        wait_value(&prom, "latency_seconds_bucket{route=\"api\",le=\"1\"}"),
+        3.0
+    );
+    assert_eq!(wait_value(&prom, "size_bytes_count{route=\"api\"}"), 2.0);
+    // The metadata shows OpenMetrics was read: the family is named without `_total`, and
+    // units came through.
+    assert_eq!(
+        metadata(&prom, "bytes_sent"),
+        Some(("counter".to_string(), String::new()))
+    );
+    assert_eq!(
+        metadata(&prom, "requests"),
+        Some(("unknown".to_string(), String::new()))
+    );
+    assert_eq!(
+        metadata(&prom, "process_cpu_seconds"),
+        Some(("counter".to_string(), "seconds".to_string()))
+    );
+    // Nothing the gateway exposed was rejected by the OpenMetrics parser.
+    let scraped = wait_value(&prom, "scrape_samples_scraped{job=\"om\"}");
+    let added = wait_value(&prom, "scrape_samples_post_metric_relabeling{job=\"om\"}");
+    assert_eq!(scraped, added);
+    assert!(scraped > 30.0, "{scraped}");
+}
