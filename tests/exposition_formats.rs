@@ -1,9 +1,14 @@
 //! `/metrics` in every format a scraper can negotiate: text 0.0.4 (the default), OpenMetrics
-//! 1.0 text, checked by the real `promtool` and by a real Prometheus scraping each format.
+//! 1.0 text and protobuf, checked by the real `promtool` and by a real Prometheus scraping
+//! each format.
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::io::Read as _;
+
+use prost::Message as _;
+use statsgate::expose::protobuf as pb;
 use std::time::{Duration, Instant};
 
 use common::prometheus::{self, Prometheus};
@@ -293,6 +298,215 @@ fn real_prometheus_reads_openmetrics() {
     // Nothing the gateway exposed was rejected by the OpenMetrics parser.
     let scraped = wait_value(&prom, "scrape_samples_scraped{job=\"om\"}");
     let added = wait_value(&prom, "scrape_samples_post_metric_relabeling{job=\"om\"}");
+    assert_eq!(scraped, added);
+    assert!(scraped > 30.0, "{scraped}");
+}
+
+/// What Prometheus 2.x sends with `--enable-feature=native-histograms`: protobuf first.
+const PROMETHEUS_PROTOBUF_ACCEPT: &str = "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited,application/openmetrics-text;version=1.0.0;q=0.8,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
+const PROTOBUF_CONTENT_TYPE: &str =
+    "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited";
+
+/// Scrapes `/metrics` as Prometheus does with native histograms on, and decodes the
+/// length-delimited messages.
+fn scrape_protobuf(gw: &Gateway) -> Vec<pb::MetricFamily> {
+    let agent: ureq::Agent = ureq::Agent::config_builder().build().into();
+    let mut resp = agent
+        .get(&format!("http://{}/metrics", gw.http))
+        .header("Accept", PROMETHEUS_PROTOBUF_ACCEPT)
+        .call()
+        .expect("scrape");
+    assert_eq!(
+        resp.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some(PROTOBUF_CONTENT_TYPE)
+    );
+    let raw = resp.body_mut().read_to_vec().expect("body");
+    let mut rest = &raw[..];
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        out.push(
+            pb::MetricFamily::decode_length_delimited(&mut rest).expect("a delimited MetricFamily"),
+        );
+    }
+    out
+}
+
+fn label_text(labels: &[pb::LabelPair], bound: Option<(&str, f64)>) -> String {
+    let mut parts: Vec<String> = labels
+        .iter()
+        .map(|l| {
+            format!(
+                "{}=\"{}\"",
+                l.name(),
+                l.value()
+                    .replace('\\', "\\\\")
+                    .replace('"', "\\\"")
+                    .replace('\n', "\\n")
+            )
+        })
+        .collect();
+    if let Some((name, v)) = bound {
+        let v = if v == f64::INFINITY {
+            "+Inf".to_string()
+        } else {
+            v.to_string()
+        };
+        parts.push(format!("{name}=\"{v}\""));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("{{{}}}", parts.join(","))
+    }
+}
+
+/// The samples the text format would show for these messages.
+fn protobuf_samples(families: &[pb::MetricFamily]) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for f in families {
+        let name = f.name();
+        for m in &f.metric {
+            let l = |bound| label_text(&m.label, bound);
+            match f.r#type() {
+                pb::MetricType::Counter => {
+                    out.insert(
+                        format!("{name}{}", l(None)),
+                        m.counter.as_ref().unwrap().value(),
+                    );
+                }
+                pb::MetricType::Gauge => {
+                    out.insert(
+                        format!("{name}{}", l(None)),
+                        m.gauge.as_ref().unwrap().value(),
+                    );
+                }
+                pb::MetricType::Summary => {
+                    let s = m.summary.as_ref().unwrap();
+                    for q in &s.quantile {
+                        out.insert(
+                            format!("{name}{}", l(Some(("quantile", q.quantile())))),
+                            q.value(),
+                        );
+                    }
+                    out.insert(format!("{name}_sum{}", l(None)), s.sample_sum());
+                    out.insert(format!("{name}_count{}", l(None)), s.sample_count() as f64);
+                }
+                pb::MetricType::Histogram => {
+                    let h = m.histogram.as_ref().unwrap();
+                    for b in &h.bucket {
+                        out.insert(
+                            format!("{name}_bucket{}", l(Some(("le", b.upper_bound())))),
+                            b.cumulative_count() as f64,
+                        );
+                    }
+                    out.insert(
+                        format!("{name}_bucket{}", l(Some(("le", f64::INFINITY)))),
+                        h.sample_count() as f64,
+                    );
+                    out.insert(format!("{name}_sum{}", l(None)), h.sample_sum());
+                    out.insert(format!("{name}_count{}", l(None)), h.sample_count() as f64);
+                }
+                other => panic!("unexpected type {other:?} for {name}"),
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn protobuf_carries_what_text_shows() {
+    let (gw, _dir) = start_fed_gateway("");
+    let families = scrape_protobuf(&gw);
+    let (_, text) = scrape(&gw, None, false);
+    let text = Samples::parse(&text);
+    let proto = Samples {
+        text: String::new(),
+        values: protobuf_samples(&families),
+    };
+    assert_eq!(user_samples(&proto), user_samples(&text));
+    assert!(user_samples(&proto).len() >= 15);
+    // Types, HELP and the gateway's own metrics come through too; families are sorted.
+    let family = |n: &str| {
+        families
+            .iter()
+            .find(|f| f.name() == n)
+            .unwrap_or_else(|| panic!("{n} missing"))
+    };
+    assert_eq!(family("requests").r#type(), pb::MetricType::Counter);
+    assert_eq!(family("requests").help(), "Requests, by route \\ path");
+    assert_eq!(
+        family("latency_seconds").r#type(),
+        pb::MetricType::Histogram
+    );
+    assert_eq!(family("size_bytes").r#type(), pb::MetricType::Summary);
+    assert_eq!(family("temp").r#type(), pb::MetricType::Gauge);
+    assert_eq!(
+        family("statsd_exporter_lines_total").r#type(),
+        pb::MetricType::Counter
+    );
+    assert!(
+        family("statsd_exporter_lines_total").metric[0]
+            .counter
+            .as_ref()
+            .unwrap()
+            .value()
+            >= 11.0
+    );
+    assert_eq!(
+        family("process_cpu_seconds_total").r#type(),
+        pb::MetricType::Counter
+    );
+    let names: Vec<&str> = families.iter().map(|f| f.name()).collect();
+    let mut sorted = names.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(names, sorted, "one message per family, sorted by name");
+}
+
+/// Prometheus with native histograms on asks for protobuf: it must read the whole
+/// exposition, and queries see the statsd values.
+#[test]
+fn real_prometheus_reads_protobuf() {
+    let (gw, _dir) = start_fed_gateway("");
+    let prom = prometheus::start_with_args(
+        &format!(
+            "  - job_name: pb\n    static_configs:\n      - targets: ['{}']\n",
+            gw.http
+        ),
+        &["--enable-feature=native-histograms"],
+    );
+    assert_eq!(wait_value(&prom, "up{job=\"pb\"}"), 1.0);
+    assert_eq!(wait_value(&prom, "requests{route=\"web\"}"), 2.0);
+    assert_eq!(
+        wait_value(
+            &prom,
+            "requests{path=\"C:\\\\dir\",quote=\"say \\\"hi\\\"\"}"
+        ),
+        3.0
+    );
+    assert_eq!(wait_value(&prom, "temp{room=\"a\\\\b\"}"), 21.5);
+    assert_eq!(wait_value(&prom, "size_bytes_sum{route=\"api\"}"), 400.0);
+    assert_eq!(
+        wait_value(&prom, "size_bytes{route=\"api\",quantile=\"0.5\"}"),
+        100.0
+    );
+    // Protobuf carries bounds as doubles, and Prometheus 2.x's protobuf parser spells them
+    // as OpenMetrics' canonical floats (`1.0`), as it does for every client_golang target.
+    assert_eq!(
+        wait_value(&prom, "latency_seconds_bucket{route=\"api\",le=\"1.0\"}"),
+        3.0
+    );
+    assert_eq!(wait_value(&prom, "count(latency_seconds_bucket)"), 4.0);
+    // Metadata from protobuf: a counter is a counter, whatever its name.
+    assert_eq!(
+        metadata(&prom, "requests"),
+        Some(("counter".to_string(), String::new()))
+    );
+    let scraped = wait_value(&prom, "scrape_samples_scraped{job=\"pb\"}");
+    let added = wait_value(&prom, "scrape_samples_post_metric_relabeling{job=\"pb\"}");
     assert_eq!(scraped, added);
     assert!(scraped > 30.0, "{scraped}");
 }

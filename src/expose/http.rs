@@ -13,6 +13,7 @@ use bytes::Bytes;
 use tower_http::compression::CompressionLayer;
 
 use super::negotiate::{Format, negotiate};
+use super::protobuf;
 use super::text::{TextFormat, render_format, split_families};
 use crate::store::Store;
 use crate::telemetry::Telemetry;
@@ -148,13 +149,16 @@ async fn metrics(State(st): State<AppState>, headers: axum::http::HeaderMap) -> 
         let extra = telemetry
             .map(|t| split_families(&t.render()))
             .unwrap_or_default();
-        let text_format = match format {
-            Format::OpenMetrics { .. } => TextFormat::OpenMetrics,
-            Format::Text | Format::Protobuf => TextFormat::Prometheus,
+        let emit = |chunk: Vec<u8>| tx.blocking_send(Bytes::from(chunk)).is_ok();
+        match format {
+            Format::Text => {
+                render_format(&store, &extra, TextFormat::Prometheus, CHUNK_BYTES, emit)
+            }
+            Format::OpenMetrics { .. } => {
+                render_format(&store, &extra, TextFormat::OpenMetrics, CHUNK_BYTES, emit)
+            }
+            Format::Protobuf => protobuf::render(&store, &extra, CHUNK_BYTES, emit),
         };
-        render_format(&store, &extra, text_format, CHUNK_BYTES, |chunk| {
-            tx.blocking_send(Bytes::from(chunk)).is_ok()
-        });
     });
     // poll_fn over the receiver stays well-defined when polled again after the end, which
     // the compression layer does (an `unfold` stream panics then).

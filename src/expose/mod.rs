@@ -8,6 +8,7 @@ mod http;
 mod limits;
 pub mod negotiate;
 mod openmetrics;
+pub mod protobuf;
 pub mod samples;
 mod server;
 pub mod text;

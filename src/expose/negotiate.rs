@@ -26,7 +26,7 @@ const PROTO_PROTOCOL: &str = "io.prometheus.client.MetricFamily";
 
 /// Formats in the order a wildcard range (`*/*`, `application/*`) picks them: text first,
 /// so a bare `curl` keeps getting what it always got.
-const SERVED: [Format; 3] = [
+const SERVED: [Format; 4] = [
     Format::Text,
     Format::OpenMetrics {
         legacy_version: false,
@@ -34,6 +34,7 @@ const SERVED: [Format; 3] = [
     Format::OpenMetrics {
         legacy_version: true,
     },
+    Format::Protobuf,
 ];
 
 impl Format {
@@ -206,7 +207,7 @@ mod tests {
         let native = "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;\
                       encoding=delimited;q=0.8,application/openmetrics-text;version=1.0.0;q=0.7,\
                       text/plain;version=0.0.4;q=0.6,*/*;q=0.5";
-        assert_eq!(negotiate(Some(native)), OM1);
+        assert_eq!(negotiate(Some(native)), Format::Protobuf);
         // Prometheus 3's `scrape_protocols: [PrometheusText0.0.4]`.
         assert_eq!(
             negotiate(Some("text/plain;version=0.0.4;q=0.9,*/*;q=0.8")),
@@ -259,7 +260,7 @@ mod tests {
             negotiate(Some(
                 "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited"
             )),
-            Format::Text
+            Format::Protobuf
         );
         assert_eq!(
             negotiate(Some("application/vnd.google.protobuf;encoding=delimited")),
