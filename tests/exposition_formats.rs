@@ -30,6 +30,8 @@ mappings:
   observer_type: histogram
   histogram_options:
     buckets: [0.01, 0.1, 1]
+    # Classic buckets only (a factor of 1 turns native buckets off, as in statsd_exporter).
+    native_histogram_bucket_factor: 1
   name: "latency_seconds"
   labels:
     route: "$1"
@@ -38,6 +40,23 @@ mappings:
   name: "size_bytes"
   labels:
     route: "$1"
+"#;
+
+/// Native histograms: the defaults (factor 1.1, so schema 3; 256 buckets at most) with
+/// classic buckets alongside, and one allowed only 10 buckets.
+const NATIVE_RULES: &str = r#"
+- match: "nat.*"
+  observer_type: histogram
+  histogram_options:
+    buckets: [0.05, 0.1]
+  name: "native_seconds"
+  labels:
+    route: "$1"
+- match: "bounded"
+  observer_type: histogram
+  histogram_options:
+    native_histogram_max_buckets: 10
+  name: "bounded"
 "#;
 
 /// Counters (one named without `_total`, one with), gauges, a histogram, a summary, label
@@ -509,4 +528,131 @@ fn real_prometheus_reads_protobuf() {
     let added = wait_value(&prom, "scrape_samples_post_metric_relabeling{job=\"pb\"}");
     assert_eq!(scraped, added);
     assert!(scraped > 30.0, "{scraped}");
+}
+
+/// Sends `nat.api` 1..=100 ms (0.001..0.1 s after the timer's ms-to-seconds scaling) and
+/// `bounded` values spread over twelve decades.
+fn feed_native(gw: &Gateway) {
+    for chunk in (1..=100).collect::<Vec<u32>>().chunks(20) {
+        let lines: Vec<String> = chunk.iter().map(|i| format!("nat.api:{i}|ms")).collect();
+        gw.send_udp(lines.join("\n").as_bytes());
+    }
+    let lines: Vec<String> = (0..60)
+        .map(|i| format!("bounded:{}|h", 1e-6 * 1.6f64.powi(i)))
+        .collect();
+    for chunk in lines.chunks(20) {
+        gw.send_udp(chunk.join("\n").as_bytes());
+    }
+    gw.wait_for("native observations", |s| {
+        s.get("native_seconds_count{route=\"api\"}") == Some(100.0)
+            && s.get("bounded_count") == Some(60.0)
+    });
+}
+
+#[test]
+fn native_histograms_go_out_in_protobuf_only() {
+    let (gw, _dir) = start_fed_gateway(NATIVE_RULES);
+    feed_native(&gw);
+    let families = scrape_protobuf(&gw);
+    let family = |n: &str| {
+        families
+            .iter()
+            .find(|f| f.name() == n)
+            .unwrap_or_else(|| panic!("{n} missing"))
+    };
+    let h = family("native_seconds").metric[0]
+        .histogram
+        .clone()
+        .unwrap();
+    // Classic buckets alongside, as configured.
+    let classic: Vec<(f64, u64)> = h
+        .bucket
+        .iter()
+        .map(|b| (b.upper_bound(), b.cumulative_count()))
+        .collect();
+    assert_eq!(classic, [(0.05, 50), (0.1, 100)]);
+    assert_eq!(h.sample_count(), 100);
+    assert_eq!(h.schema(), 3);
+    assert_eq!(h.zero_threshold(), 2.938735877055719e-39);
+    assert_eq!(h.zero_count(), 0);
+    assert!(h.negative_span.is_empty());
+    // The deltas add up to every observation; the first bucket is the one 0.001 falls in:
+    // frexp(0.001) = (0.512, -9), first bound >= 0.512 is #1, so 1 + (-10) * 8 = -79.
+    let mut count = 0i64;
+    let mut total = 0i64;
+    for d in &h.positive_delta {
+        count += d;
+        total += count;
+    }
+    assert_eq!(total, 100);
+    assert_eq!(h.positive_span[0].offset(), -79);
+    let lengths: u32 = h.positive_span.iter().map(|s| s.length()).sum();
+    assert_eq!(lengths as usize, h.positive_delta.len());
+    // Sixty values over twelve decades with room for ten buckets: the resolution was halved
+    // until they fit (memory stays bounded whatever arrives).
+    let b = family("bounded").metric[0].histogram.clone().unwrap();
+    assert_eq!(b.sample_count(), 60);
+    assert!(b.schema() < 3, "resolution halved: schema {}", b.schema());
+    let populated = b.positive_delta.len();
+    assert!(populated <= 11, "{populated} buckets for a limit of 10");
+    // A classic-only histogram has no native fields at all.
+    let c = family("latency_seconds").metric[0]
+        .histogram
+        .clone()
+        .unwrap();
+    assert_eq!(c.schema, None);
+    assert_eq!(c.zero_threshold, None);
+    // The text formats keep the classic buckets only.
+    let (_, text) = scrape(&gw, None, false);
+    assert!(
+        text.contains("\nnative_seconds_bucket{route=\"api\",le=\"0.05\"} 50\n"),
+        "{text}"
+    );
+    let (_, om) = scrape(&gw, Some(PROMETHEUS_ACCEPT), false);
+    assert!(
+        om.contains("\nnative_seconds_bucket{route=\"api\",le=\"+Inf\"} 100\n"),
+        "{om}"
+    );
+}
+
+/// A real Prometheus with native histograms on scrapes protobuf and answers
+/// `histogram_quantile` over the native histogram within its bucket's relative error.
+#[test]
+fn real_prometheus_quantiles_over_native_histograms() {
+    let (gw, _dir) = start_fed_gateway(NATIVE_RULES);
+    feed_native(&gw);
+    let prom = prometheus::start_with_args(
+        &format!(
+            "  - job_name: native\n    static_configs:\n      - targets: ['{}']\n",
+            gw.http
+        ),
+        &["--enable-feature=native-histograms"],
+    );
+    assert_eq!(wait_value(&prom, "up{job=\"native\"}"), 1.0);
+    assert_eq!(
+        wait_value(&prom, "histogram_count(native_seconds{route=\"api\"})"),
+        100.0
+    );
+    let sum = wait_value(&prom, "histogram_sum(native_seconds{route=\"api\"})");
+    assert!((sum - 5.05).abs() < 1e-9, "{sum}");
+    // The 90th of 1..=100 ms is 90 ms; a schema 3 bucket spans a factor of 2^(1/8).
+    let factor = 2f64.powf(1.0 / 8.0);
+    for q in [
+        "histogram_quantile(0.9, native_seconds{route=\"api\"})",
+        "histogram_quantile(0.9, sum(native_seconds))",
+    ] {
+        let p90 = wait_value(&prom, q);
+        assert!(
+            p90 > 0.09 / factor && p90 < 0.09 * factor,
+            "{q} = {p90}, want 0.09 within a factor of {factor}"
+        );
+    }
+    // Only the native histogram was ingested: no classic bucket series under its name.
+    assert!(query(&prom, "native_seconds_bucket").is_none());
+    let scraped = wait_value(&prom, "scrape_samples_scraped{job=\"native\"}");
+    let added = wait_value(
+        &prom,
+        "scrape_samples_post_metric_relabeling{job=\"native\"}",
+    );
+    assert_eq!(scraped, added);
 }

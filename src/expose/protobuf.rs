@@ -11,11 +11,13 @@
 //! the same name, type and help, so a scrape holds at most that many series decoded at
 //! once whatever the family's size; Prometheus reads every message on its own.
 //! Like client_golang, a classic histogram's `+Inf` bucket is left out (`sample_count` is
-//! its count).
+//! its count), and a histogram with native buckets carries both layouts in one message;
+//! the native buckets are only in this format (the text formats have no way to write them).
 
 use prost::Message as _;
 
 use super::text::ExtraFamily;
+use crate::store::native::{NativeBuckets, ZERO_THRESHOLD};
 use crate::store::{Family, FamilyType, Series, Store};
 
 /// How many series of one family go into one message (and are read per lock hold).
@@ -329,22 +331,48 @@ fn series_metric(fam: &Family, s: &Series, at: std::time::Instant) -> Metric {
         }
         FamilyType::Histogram => {
             let mut h = Histogram::default();
-            if let Some((bounds, cumulative, sum)) = s.histogram_snapshot() {
-                h.sample_count = Some(cumulative.last().copied().unwrap_or(0));
-                h.sample_sum = Some(sum);
+            if let Some((bounds, snap)) = s.histogram_full_snapshot() {
+                h.sample_count = Some(snap.cumulative.last().copied().unwrap_or(0));
+                h.sample_sum = Some(snap.sum);
                 h.bucket = bounds
                     .iter()
-                    .zip(&cumulative)
+                    .zip(&snap.cumulative)
                     .map(|(b, c)| Bucket {
                         cumulative_count: Some(*c),
                         upper_bound: Some(*b),
                     })
                     .collect();
+                if let Some(native) = &snap.native {
+                    write_native(&mut h, native);
+                }
             }
             m.histogram = Some(h);
         }
     }
     m
+}
+
+/// Adds native buckets as client_golang writes them. The zero threshold is never 0, so
+/// even a histogram without observations reads as native to Prometheus.
+fn write_native(h: &mut Histogram, native: &NativeBuckets) {
+    let spans = |spans: Vec<(i32, u32)>| {
+        spans
+            .into_iter()
+            .map(|(offset, length)| BucketSpan {
+                offset: Some(offset),
+                length: Some(length),
+            })
+            .collect()
+    };
+    h.schema = Some(native.schema);
+    h.zero_threshold = Some(ZERO_THRESHOLD);
+    h.zero_count = Some(native.zero_count);
+    let (positive, deltas) = native.positive.spans_and_deltas();
+    h.positive_span = spans(positive);
+    h.positive_delta = deltas;
+    let (negative, deltas) = native.negative.spans_and_deltas();
+    h.negative_span = spans(negative);
+    h.negative_delta = deltas;
 }
 
 /// Reads one of the gateway's own families back from its text 0.0.4 rendering (counters
