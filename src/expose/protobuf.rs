@@ -499,6 +499,37 @@ mod tests {
     }
 
     #[test]
+    fn a_large_family_goes_out_in_bounded_messages() {
+        let store = Store::new(crate::store::StoreOptions::default());
+        let n = SERIES_PER_MESSAGE + 10;
+        for i in 0..n {
+            let spec = crate::store::SeriesSpec {
+                name: "big",
+                help: None,
+                kind: crate::store::SeriesKind::Counter,
+                labels: vec![("i".to_string(), format!("{i:05}"))],
+                ttl: std::time::Duration::ZERO,
+                style: crate::store::TextStyle::default(),
+            };
+            assert!(store.resolve(&spec).unwrap().counter_add(1.0));
+        }
+        let mut out = Vec::new();
+        assert!(render(&store, &[], 1 << 16, |c| {
+            out.extend_from_slice(&c);
+            true
+        }));
+        let mut rest = &out[..];
+        let mut sizes = Vec::new();
+        while !rest.is_empty() {
+            let fam = MetricFamily::decode_length_delimited(&mut rest).unwrap();
+            assert_eq!(fam.name.as_deref(), Some("big"));
+            assert_eq!(fam.r#type, Some(MetricType::Counter as i32));
+            sizes.push(fam.metric.len());
+        }
+        assert_eq!(sizes, [SERIES_PER_MESSAGE, 10]);
+    }
+
+    #[test]
     fn messages_are_length_delimited() {
         let store = Store::new(crate::store::StoreOptions::default());
         let extra = super::super::text::split_families("# HELP g G.\n# TYPE g gauge\ng 1\n");
