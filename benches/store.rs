@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use statsgate::store::{
-    HistogramOptions, ObserverOptions, SeriesKind, SeriesRef, SeriesSpec, Store, StoreOptions,
-    TextStyle,
+    HistogramOptions, NativeHistogramOptions, ObserverOptions, SeriesKind, SeriesRef, SeriesSpec,
+    Store, StoreOptions, TextStyle,
 };
 
 fn spec(name: &str, kind: SeriesKind<'_>, i: usize) -> SeriesSpec<'static> {
@@ -74,6 +74,23 @@ fn store_benches(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     g.bench_function("histogram_observe_hot", |b| {
         b.iter(|| hist.observe(std::hint::black_box(0.042), 1, store.clock(), 0))
+    });
+
+    // The same with native buckets alongside (a mapping file's histograms, by default): the
+    // classic update then runs under the native buckets' lock.
+    let native = ObserverOptions::Histogram(HistogramOptions {
+        native: Some(NativeHistogramOptions::default()),
+        ..HistogramOptions::default()
+    });
+    let mut nspec = spec(
+        "envoy_cluster_upstream_rq_time_native",
+        SeriesKind::Gauge,
+        0,
+    );
+    nspec.kind = SeriesKind::Observer(Box::leak(Box::new(native)));
+    let nhist: SeriesRef = store.resolve(&nspec).expect("resolve");
+    g.bench_function("native_histogram_observe_hot", |b| {
+        b.iter(|| nhist.observe(std::hint::black_box(0.042), 1, store.clock(), 0))
     });
 
     // A first sight of a known series: labels sorted, family and series found under locks.

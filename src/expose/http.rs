@@ -13,13 +13,12 @@ use bytes::Bytes;
 use tower_http::CompressionLevel;
 use tower_http::compression::CompressionLayer;
 
+use super::negotiate::{Format, negotiate};
+use super::protobuf;
 use super::status::StatusPage;
-use super::text::{render, split_families};
+use super::text::{TextFormat, render_format, split_families};
 use crate::store::Store;
 use crate::telemetry::Telemetry;
-
-/// The text format's content type, as client_golang sends it.
-const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Chunk size of a streamed scrape.
 const CHUNK_BYTES: usize = 256 * 1024;
@@ -155,7 +154,8 @@ async fn quit(State(st): State<AppState>) -> Response {
     "Requesting termination... Goodbye!".into_response()
 }
 
-async fn metrics(State(st): State<AppState>) -> Response {
+async fn metrics(State(st): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    let format = negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     // One chunk queued while the next renders: enough to keep the socket busy, and little
     // to hold (with the render thread) for a client that stops reading.
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
@@ -167,9 +167,16 @@ async fn metrics(State(st): State<AppState>) -> Response {
         let extra = telemetry
             .map(|t| split_families(&t.render()))
             .unwrap_or_default();
-        render(&store, &extra, CHUNK_BYTES, |chunk| {
-            tx.blocking_send(Bytes::from(chunk)).is_ok()
-        });
+        let emit = |chunk: Vec<u8>| tx.blocking_send(Bytes::from(chunk)).is_ok();
+        match format {
+            Format::Text => {
+                render_format(&store, &extra, TextFormat::Prometheus, CHUNK_BYTES, emit)
+            }
+            Format::OpenMetrics { .. } => {
+                render_format(&store, &extra, TextFormat::OpenMetrics, CHUNK_BYTES, emit)
+            }
+            Format::Protobuf => protobuf::render(&store, &extra, CHUNK_BYTES, emit),
+        };
     });
     // poll_fn over the receiver stays well-defined when polled again after the end, which
     // the compression layer does (an `unfold` stream panics then).
@@ -180,7 +187,7 @@ async fn metrics(State(st): State<AppState>) -> Response {
     let mut resp = Response::new(Body::from_stream(stream));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static(TEXT_CONTENT_TYPE),
+        HeaderValue::from_static(format.content_type()),
     );
     resp
 }

@@ -1,10 +1,14 @@
-//! The HTTP side: `/metrics` in Prometheus text format, the status page, health and
+//! The HTTP side: `/metrics` in Prometheus text 0.0.4, OpenMetrics 1.0 text or protobuf as
+//! the scraper's `Accept` header asks (`negotiate`), the status page, health and
 //! readiness, and the lifecycle endpoints (reload, quit); served by statsgate's own bounded
 //! server, with TLS and basic auth from `--web.config.file`.
 
 mod auth;
 mod http;
 mod limits;
+pub mod negotiate;
+mod openmetrics;
+pub mod protobuf;
 pub mod samples;
 mod server;
 pub mod status;

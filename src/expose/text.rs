@@ -1,10 +1,22 @@
 //! Prometheus text format 0.0.4, written the way client_golang writes it (statsd_exporter's
-//! output), streamed in chunks so a million series never sit in memory as one string.
+//! output), and OpenMetrics 1.0 text (what changes is in `openmetrics.rs`); streamed
+//! in chunks so a million series never sit in memory as one string.
 
 use std::io::Write as _;
 
+use super::openmetrics;
 use super::samples::{BoundLabel, SampleValue, for_each_sample};
 use crate::store::{Family, Series, Store, TextStyle};
+
+/// Which text exposition to write.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TextFormat {
+    /// Prometheus text 0.0.4 (statsd_exporter's output).
+    #[default]
+    Prometheus,
+    /// OpenMetrics 1.0 text.
+    OpenMetrics,
+}
 
 /// How many series of one family are read per lock hold.
 const SERIES_PER_LOCK: usize = 4096;
@@ -48,15 +60,34 @@ pub fn split_families(text: &str) -> Vec<ExtraFamily> {
     out
 }
 
-/// Renders every family of `store`, merged with `extra` in name order, handing out chunks
-/// of about `chunk_bytes` to `emit`. Returns false if `emit` asked to stop (the client went
-/// away).
+/// Renders every family of `store` in text 0.0.4, merged with `extra` in name order,
+/// handing out chunks of about `chunk_bytes` to `emit`. Returns false if `emit` asked to
+/// stop (the client went away).
 pub fn render(
     store: &Store,
     extra: &[ExtraFamily],
     chunk_bytes: usize,
+    emit: impl FnMut(Vec<u8>) -> bool,
+) -> bool {
+    render_format(store, extra, TextFormat::Prometheus, chunk_bytes, emit)
+}
+
+/// [`render`] in the given text format.
+pub fn render_format(
+    store: &Store,
+    extra: &[ExtraFamily],
+    format: TextFormat,
+    chunk_bytes: usize,
     mut emit: impl FnMut(Vec<u8>) -> bool,
 ) -> bool {
+    let om = format == TextFormat::OpenMetrics;
+    let write_extra = |buf: &mut Vec<u8>, e: &ExtraFamily| {
+        if om {
+            buf.extend_from_slice(&openmetrics::convert_extra(e));
+        } else {
+            buf.extend_from_slice(e.text.as_bytes());
+        }
+    };
     let mut buf: Vec<u8> = Vec::with_capacity(chunk_bytes + 4096);
     let families = store.families();
     let mut extra = extra.iter().peekable();
@@ -64,18 +95,18 @@ pub fn render(
     let at = store.clock().instant_at(now);
     for fam in families.iter() {
         while let Some(e) = extra.next_if(|e| e.name.as_str() < fam.name()) {
-            buf.extend_from_slice(e.text.as_bytes());
+            write_extra(&mut buf, e);
         }
         if fam.is_empty() {
             continue;
         }
-        write_header(&mut buf, fam);
+        write_header(&mut buf, fam, format);
         let mut ok = true;
         fam.for_each_series(SERIES_PER_LOCK, |s| {
             if !ok {
                 return;
             }
-            write_series(&mut buf, fam, s, at);
+            write_series(&mut buf, fam, s, at, format);
             if buf.len() >= chunk_bytes {
                 ok = emit(std::mem::replace(
                     &mut buf,
@@ -88,37 +119,56 @@ pub fn render(
         }
     }
     for e in extra {
-        buf.extend_from_slice(e.text.as_bytes());
+        write_extra(&mut buf, e);
+    }
+    if om {
+        buf.extend_from_slice(openmetrics::EOF);
     }
     buf.is_empty() || emit(buf)
 }
 
-/// Renders into one string (tests, small stores).
+/// Renders into one string in text 0.0.4 (tests, small stores).
 pub fn render_to_string(store: &Store, extra: &[ExtraFamily]) -> String {
+    render_format_to_string(store, extra, TextFormat::Prometheus)
+}
+
+/// Renders into one string in the given format (tests, small stores).
+pub fn render_format_to_string(store: &Store, extra: &[ExtraFamily], format: TextFormat) -> String {
     let mut out = Vec::new();
-    render(store, extra, 1 << 16, |chunk| {
+    render_format(store, extra, format, 1 << 16, |chunk| {
         out.extend_from_slice(&chunk);
         true
     });
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn write_header(buf: &mut Vec<u8>, fam: &Family) {
+fn write_header(buf: &mut Vec<u8>, fam: &Family, format: TextFormat) {
+    let (name, kind) = match format {
+        TextFormat::Prometheus => (fam.name(), Some(fam.family_type().as_str())),
+        TextFormat::OpenMetrics => openmetrics::family_header(fam),
+    };
     buf.extend_from_slice(b"# HELP ");
-    buf.extend_from_slice(fam.name().as_bytes());
+    buf.extend_from_slice(name.as_bytes());
     buf.push(b' ');
-    for b in fam.help().bytes() {
-        match b {
-            b'\\' => buf.extend_from_slice(b"\\\\"),
-            b'\n' => buf.extend_from_slice(b"\\n"),
-            _ => buf.push(b),
+    if format == TextFormat::OpenMetrics {
+        openmetrics::write_help(buf, fam.help());
+    } else {
+        for b in fam.help().bytes() {
+            match b {
+                b'\\' => buf.extend_from_slice(b"\\\\"),
+                b'\n' => buf.extend_from_slice(b"\\n"),
+                _ => buf.push(b),
+            }
         }
     }
-    buf.extend_from_slice(b"\n# TYPE ");
-    buf.extend_from_slice(fam.name().as_bytes());
-    buf.push(b' ');
-    buf.extend_from_slice(fam.family_type().as_str().as_bytes());
     buf.push(b'\n');
+    if let Some(kind) = kind {
+        buf.extend_from_slice(b"# TYPE ");
+        buf.extend_from_slice(name.as_bytes());
+        buf.push(b' ');
+        buf.extend_from_slice(kind.as_bytes());
+        buf.push(b'\n');
+    }
 }
 
 fn write_labels(
@@ -126,9 +176,12 @@ fn write_labels(
     labels: &[(Box<str>, Box<str>)],
     bound: Option<BoundLabel>,
     style: TextStyle,
+    format: TextFormat,
 ) {
     if labels.is_empty() && bound.is_none() {
-        if style == TextStyle::Envoy {
+        // `{}` on a series without labels is Envoy's quirk, kept only in the format Envoy
+        // itself writes.
+        if style == TextStyle::Envoy && format == TextFormat::Prometheus {
             buf.extend_from_slice(b"{}");
         }
         return;
@@ -164,13 +217,20 @@ fn write_labels(
     buf.push(b'}');
 }
 
-fn write_series(buf: &mut Vec<u8>, fam: &Family, s: &Series, at: std::time::Instant) {
+fn write_series(
+    buf: &mut Vec<u8>,
+    fam: &Family,
+    s: &Series,
+    at: std::time::Instant,
+    format: TextFormat,
+) {
+    // Sample names are the same in both formats (see `openmetrics`).
     let name = fam.name().as_bytes();
     let style = fam.style();
     for_each_sample(fam, s, at, |sample| {
         buf.extend_from_slice(name);
         buf.extend_from_slice(sample.suffix.as_bytes());
-        write_labels(buf, s.labels(), sample.bound, style);
+        write_labels(buf, s.labels(), sample.bound, style, format);
         buf.push(b' ');
         match sample.value {
             SampleValue::Float(v) => write_float(buf, v),

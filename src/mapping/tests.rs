@@ -115,9 +115,10 @@ fn result_fields_come_from_rule_or_defaults() {
     assert!(a.honor_labels);
     assert_eq!(
         a.observer,
-        ObserverOptions::Histogram(crate::store::options::HistogramOptions::with_buckets(vec![
-            1.0, 2.0
-        ]))
+        ObserverOptions::Histogram(crate::store::options::HistogramOptions {
+            buckets: vec![1.0, 2.0],
+            native: Some(crate::store::NativeHistogramOptions::default()),
+        })
     );
     let b = m.map("b.x", EventKind::Counter).unwrap();
     assert_eq!(b.action, Action::Drop);

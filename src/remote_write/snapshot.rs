@@ -371,9 +371,7 @@ mod tests {
     #[test]
     fn a_snapshot_holds_exactly_the_exposition_samples() {
         let store = Arc::new(Store::new(StoreOptions::default()));
-        let hist = ObserverOptions::Histogram(HistogramOptions {
-            buckets: vec![0.5, 1e6],
-        });
+        let hist = ObserverOptions::Histogram(HistogramOptions::with_buckets(vec![0.5, 1e6]));
         let summ = ObserverOptions::Summary(SummaryOptions::default());
         let c = store
             .resolve(&spec(

@@ -29,6 +29,7 @@
 
 pub mod clock;
 mod index;
+pub mod native;
 pub mod options;
 mod series;
 pub mod summary;
@@ -43,7 +44,9 @@ pub use clock::CoarseClock;
 
 use crate::telemetry::catalog;
 use index::SeriesIndex;
-pub use options::{HistogramOptions, Objective, ObserverOptions, SummaryOptions, TextStyle};
+pub use options::{
+    HistogramOptions, NativeHistogramOptions, Objective, ObserverOptions, SummaryOptions, TextStyle,
+};
 pub use series::Series;
 pub use summary::SummarySnapshot;
 

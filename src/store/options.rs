@@ -58,12 +58,46 @@ pub const DEFAULT_BUCKETS: [f64; 11] = [
 pub struct HistogramOptions {
     /// Upper bounds, strictly increasing, without `+Inf` (which is always present).
     pub buckets: Vec<f64>,
+    /// Native buckets kept alongside the classic ones; `None`: classic only.
+    pub native: Option<NativeHistogramOptions>,
 }
 
 impl HistogramOptions {
-    /// A histogram with these upper bounds (strictly increasing, `+Inf` left out).
+    /// A classic histogram with these upper bounds (strictly increasing, `+Inf` left out).
     pub fn with_buckets(buckets: Vec<f64>) -> Self {
-        HistogramOptions { buckets }
+        HistogramOptions {
+            buckets,
+            native: None,
+        }
+    }
+}
+
+/// Native histogram settings, statsd_exporter's `native_histogram_bucket_factor` and
+/// `native_histogram_max_buckets` (see [`super::native`] for what they do).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct NativeHistogramOptions {
+    /// Each bucket's upper bound is at most this factor times its lower bound; above 1.
+    /// Default 1.1 (schema 3: 8 buckets per power of two, about 9% wide).
+    pub bucket_factor: f64,
+    /// Most buckets populated at once before the resolution is halved; 0 means no limit.
+    /// Default 256.
+    pub max_buckets: u32,
+}
+
+impl NativeHistogramOptions {
+    /// The starting schema, or `None` when the factor is not above 1 (no native buckets,
+    /// as client_golang).
+    pub fn schema(&self) -> Option<i32> {
+        super::native::pick_schema(self.bucket_factor)
+    }
+}
+
+impl Default for NativeHistogramOptions {
+    fn default() -> Self {
+        NativeHistogramOptions {
+            bucket_factor: super::native::DEFAULT_BUCKET_FACTOR,
+            max_buckets: super::native::DEFAULT_MAX_BUCKETS,
+        }
     }
 }
 
@@ -92,7 +126,7 @@ pub enum TextStyle {
 pub enum ObserverOptions {
     /// A summary (statsd_exporter's default).
     Summary(SummaryOptions),
-    /// Cumulative buckets (`observer_type: histogram`).
+    /// Cumulative buckets (`observer_type: histogram`), native ones alongside when set.
     Histogram(HistogramOptions),
 }
 

@@ -3,6 +3,7 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use super::native::NativeBuckets;
 use super::options::{HistogramOptions, SummaryOptions};
 use super::summary::{SlidingSummary, SummarySnapshot};
 
@@ -81,16 +82,35 @@ pub(crate) struct HistogramCell {
     /// `bounds.len() + 1` counters; the last is the `+Inf` overflow bucket.
     pub(crate) counts: Box<[AtomicU64]>,
     pub(crate) sum: AtomicF64,
+    /// Native buckets, when the family has them. Their lock is then held while the classic
+    /// counts and the sum are updated too, so a scrape (which holds it while reading them
+    /// all) sees one count for both layouts: Prometheus checks a native histogram's count
+    /// against its buckets.
+    native: Option<Mutex<NativeBuckets>>,
+}
+
+/// A histogram read at one instant.
+#[derive(Debug)]
+pub(crate) struct HistogramSnapshot {
+    /// Cumulative classic counts, bounds order, then `+Inf` (the total count).
+    pub(crate) cumulative: Vec<u64>,
+    pub(crate) sum: f64,
+    pub(crate) native: Option<NativeBuckets>,
 }
 
 impl HistogramCell {
     fn new(opts: &HistogramOptions) -> Self {
         let bounds: Box<[f64]> = opts.buckets.clone().into_boxed_slice();
         let counts = (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect();
+        let native = opts.native.and_then(|n| {
+            n.schema()
+                .map(|schema| Mutex::new(NativeBuckets::new(schema, n.max_buckets)))
+        });
         HistogramCell {
             bounds,
             counts,
             sum: AtomicF64::new(0.0),
+            native,
         }
     }
 
@@ -98,6 +118,20 @@ impl HistogramCell {
     /// leave the finite range.
     #[inline]
     fn observe(&self, v: f64, n: u32) -> bool {
+        let Some(native) = &self.native else {
+            return self.observe_classic(v, n);
+        };
+        // A poisoned lock means a panic mid-update of plain counts; keep counting.
+        let mut native = native.lock().unwrap_or_else(|e| e.into_inner());
+        if !self.observe_classic(v, n) {
+            return false;
+        }
+        native.observe(v, u64::from(n));
+        true
+    }
+
+    #[inline]
+    fn observe_classic(&self, v: f64, n: u32) -> bool {
         // The sum first: a refused observation must not show in a bucket.
         if !self.sum.add_finite(v * f64::from(n)) {
             return false;
@@ -108,8 +142,27 @@ impl HistogramCell {
         true
     }
 
+    /// Classic and native buckets and the sum, consistent with each other.
+    pub(crate) fn snapshot(&self) -> HistogramSnapshot {
+        let Some(native) = &self.native else {
+            let (cumulative, sum) = self.classic_snapshot();
+            return HistogramSnapshot {
+                cumulative,
+                sum,
+                native: None,
+            };
+        };
+        let native = native.lock().unwrap_or_else(|e| e.into_inner());
+        let (cumulative, sum) = self.classic_snapshot();
+        HistogramSnapshot {
+            cumulative,
+            sum,
+            native: Some(native.clone()),
+        }
+    }
+
     /// Cumulative bucket counts (bounds order, then +Inf) and the sum.
-    pub(crate) fn snapshot(&self) -> (Vec<u64>, f64) {
+    fn classic_snapshot(&self) -> (Vec<u64>, f64) {
         let mut acc = 0u64;
         let cumulative = self
             .counts
@@ -286,11 +339,14 @@ impl Series {
 
     /// Histogram bounds, cumulative counts (bounds order, then +Inf) and sum.
     pub(crate) fn histogram_snapshot(&self) -> Option<(&[f64], Vec<u64>, f64)> {
+        self.histogram_full_snapshot()
+            .map(|(bounds, s)| (bounds, s.cumulative, s.sum))
+    }
+
+    /// Histogram bounds and everything else, native buckets included.
+    pub(crate) fn histogram_full_snapshot(&self) -> Option<(&[f64], HistogramSnapshot)> {
         match &self.value {
-            SeriesValue::Histogram(h) => {
-                let (c, s) = h.snapshot();
-                Some((&h.bounds, c, s))
-            }
+            SeriesValue::Histogram(h) => Some((&h.bounds, h.snapshot())),
             _ => None,
         }
     }

@@ -199,9 +199,53 @@ fn counters_gauges_and_histograms_aggregate() {
     let super::series::SeriesValue::Histogram(cell) = &h.value else {
         panic!()
     };
-    let (cum, sum) = cell.snapshot();
+    let snap = cell.snapshot();
+    let (cum, sum) = (snap.cumulative, snap.sum);
     assert_eq!(cum, vec![1, 4, 5]);
     assert_eq!(sum, 1.0 + 4.5 + 9.0);
+}
+
+#[test]
+fn a_native_histogram_keeps_both_layouts_in_step() {
+    let s = store();
+    let hist = ObserverOptions::Histogram(HistogramOptions {
+        buckets: vec![1.0, 10.0],
+        native: Some(crate::store::NativeHistogramOptions {
+            bucket_factor: 1.1,
+            max_buckets: 8,
+        }),
+    });
+    let h = s
+        .resolve(&spec("nh", SeriesKind::Observer(&hist), &[]))
+        .unwrap();
+    // 1.5 is native bucket 5 at schema 3 (2^(4/8) < 1.5 <= 2^(5/8)); 0 is the zero bucket.
+    assert!(h.observe(1.5, 3, s.clock(), 0));
+    assert!(h.observe(0.0, 1, s.clock(), 0));
+    assert!(h.observe(-2.0, 1, s.clock(), 0));
+    let (_, snap) = h.histogram_full_snapshot().unwrap();
+    let native = snap.native.unwrap();
+    assert_eq!(snap.cumulative, vec![2, 5, 5]);
+    assert_eq!(native.schema, 3);
+    assert_eq!(native.zero_count, 1);
+    assert_eq!(native.positive.iter().collect::<Vec<_>>(), [(5, 3)]);
+    // -2 = -(0.5 * 2^2): bucket 8 of the negative side.
+    assert_eq!(native.negative.iter().collect::<Vec<_>>(), [(8, 1)]);
+    // However many distinct values arrive, at most max_buckets stay populated (plus the one
+    // that triggers the next halving), and both layouts count every observation.
+    let mut v = 0.001;
+    for _ in 0..2000 {
+        assert!(h.observe(v, 1, s.clock(), 0));
+        v *= 1.013;
+    }
+    let (_, snap) = h.histogram_full_snapshot().unwrap();
+    let native = snap.native.unwrap();
+    assert!(native.populated() <= 9, "{}", native.populated());
+    assert!(native.schema < 3);
+    let native_total: u64 = native.zero_count
+        + native.positive.iter().map(|(_, c)| c).sum::<u64>()
+        + native.negative.iter().map(|(_, c)| c).sum::<u64>();
+    assert_eq!(native_total, 2005);
+    assert_eq!(snap.cumulative.last(), Some(&2005));
 }
 
 #[test]
@@ -426,7 +470,8 @@ fn totals_never_become_infinite_or_wrap() {
     };
     cell.counts[1].store(u64::MAX - 1, Ordering::Relaxed);
     assert!(h.observe(2.0, 5, s.clock(), 0));
-    let (cum, sum) = cell.snapshot();
+    let snap = cell.snapshot();
+    let (cum, sum) = (snap.cumulative, snap.sum);
     assert_eq!(cum, vec![0, u64::MAX], "saturates instead of wrapping");
     assert_eq!(sum, 2.0 * f64::from(u32::MAX) + 10.0);
 }

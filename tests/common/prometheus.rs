@@ -25,6 +25,11 @@ impl Drop for Prometheus {
 /// `scrape_configs:`, indented by two spaces). Fails loudly when the binary is missing:
 /// `scripts/test-all.sh` installs Debian's package.
 pub fn start(scrape_configs: &str) -> Prometheus {
+    start_with_args(scrape_configs, &[])
+}
+
+/// [`start`] with extra command-line flags (`--enable-feature=...`).
+pub fn start_with_args(scrape_configs: &str, args: &[&str]) -> Prometheus {
     let dir = TempDir::new("prometheus");
     let config = format!(
         "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n{scrape_configs}"
@@ -41,6 +46,7 @@ pub fn start(scrape_configs: &str) -> Prometheus {
             dir.0.join("data").display()
         ))
         .arg(format!("--web.listen-address={addr}"))
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -16,7 +16,8 @@ use super::error::{ErrorLocation, MappingError};
 use super::{Action, Defaults};
 use crate::line::EventKind;
 use crate::store::options::{
-    DEFAULT_BUCKETS, HistogramOptions, Objective, ObserverOptions, SummaryOptions,
+    DEFAULT_BUCKETS, HistogramOptions, NativeHistogramOptions, Objective, ObserverOptions,
+    SummaryOptions,
 };
 use locate::{classify_yaml_error, locate};
 use schema::{
@@ -145,14 +146,12 @@ pub(crate) fn parse(text: &str) -> Result<CheckedConfig, MappingError> {
                         detail: "summary_options set on a histogram mapping".into(),
                     });
                 }
-                let own =
-                    histogram_defaults_opt(m.histogram_options.as_ref()).map_err(|detail| {
-                        MappingError::InvalidBuckets {
-                            at: at(Some("histogram_options")),
-                            detail,
-                        }
+                let own = mapping_histogram(m.histogram_options.as_ref(), &histogram_defaults)
+                    .map_err(|detail| MappingError::InvalidBuckets {
+                        at: at(Some("histogram_options")),
+                        detail,
                     })?;
-                ObserverOptions::Histogram(own.unwrap_or_else(|| histogram_defaults.clone()))
+                ObserverOptions::Histogram(own)
             }
         };
         let ttl = if m.ttl.0.is_zero() {
@@ -221,8 +220,45 @@ fn merge_summary(raw: Option<&RawSummaryOptions>, fallback: &SummaryOptions) -> 
 }
 
 fn histogram_defaults(raw: Option<&RawHistogramOptions>) -> Result<HistogramOptions, String> {
-    Ok(histogram_defaults_opt(raw)?
-        .unwrap_or_else(|| HistogramOptions::with_buckets(DEFAULT_BUCKETS.to_vec())))
+    let mut opts = histogram_defaults_opt(raw)?
+        .unwrap_or_else(|| HistogramOptions::with_buckets(DEFAULT_BUCKETS.to_vec()));
+    // statsd_exporter fills in 1.1 for a factor of 0 (or none) and 256 for a maximum of 0.
+    let defaults = NativeHistogramOptions::default();
+    let native = NativeHistogramOptions {
+        bucket_factor: raw
+            .and_then(|r| r.native_histogram_bucket_factor)
+            .filter(|f| *f != 0.0)
+            .unwrap_or(defaults.bucket_factor),
+        max_buckets: raw
+            .and_then(|r| r.native_histogram_max_buckets)
+            .filter(|m| *m > 0)
+            .unwrap_or(defaults.max_buckets),
+    };
+    opts.native = Some(native);
+    Ok(opts)
+}
+
+/// A mapping's histogram options: its own buckets or the defaults', and its own native
+/// settings where they are above 0 (statsd_exporter's rule), else the defaults'. A bucket
+/// factor not above 1 turns native buckets off, as in client_golang.
+fn mapping_histogram(
+    raw: Option<&RawHistogramOptions>,
+    defaults: &HistogramOptions,
+) -> Result<HistogramOptions, String> {
+    let mut opts = histogram_defaults_opt(raw)?.unwrap_or_else(|| defaults.clone());
+    let mut native = defaults.native.unwrap_or_default();
+    if let Some(f) = raw.and_then(|r| r.native_histogram_bucket_factor)
+        && f > 0.0
+    {
+        native.bucket_factor = f;
+    }
+    if let Some(m) = raw.and_then(|r| r.native_histogram_max_buckets)
+        && m > 0
+    {
+        native.max_buckets = m;
+    }
+    opts.native = native.schema().map(|_| native);
+    Ok(opts)
 }
 
 /// The buckets a block sets, or `None` when it sets none (empty lists fall back too).
@@ -392,8 +428,62 @@ mod tests {
         assert_eq!(c.rules[0].ttl, Duration::from_secs(5));
         assert_eq!(
             c.rules[1].observer,
-            ObserverOptions::Histogram(HistogramOptions::default())
+            ObserverOptions::Histogram(HistogramOptions {
+                native: Some(NativeHistogramOptions::default()),
+                ..HistogramOptions::default()
+            })
         );
         assert_eq!(c.rules[1].ttl, Duration::from_secs(60));
+    }
+
+    fn native_of(o: &ObserverOptions) -> Option<(f64, u32)> {
+        match o {
+            ObserverOptions::Histogram(h) => h.native.map(|n| (n.bucket_factor, n.max_buckets)),
+            ObserverOptions::Summary(_) => panic!("histogram expected"),
+        }
+    }
+
+    /// statsd_exporter's rules: every histogram is native too, with 1.1 and 256 unless the
+    /// defaults or the mapping say otherwise (a mapping's value counts when above 0); a
+    /// factor not above 1 keeps classic buckets only.
+    #[test]
+    fn native_histogram_options_follow_statsd_exporter() {
+        let c = parse(
+            "mappings:\n- match: a\n  name: a\n  observer_type: histogram\n\
+             - match: b\n  name: b\n  observer_type: histogram\n  histogram_options:\n    \
+             native_histogram_bucket_factor: 2\n\
+             - match: c\n  name: c\n  observer_type: histogram\n  histogram_options:\n    \
+             buckets: [1]\n    native_histogram_max_buckets: 20\n\
+             - match: d\n  name: d\n  observer_type: histogram\n  histogram_options:\n    \
+             native_histogram_bucket_factor: 1\n",
+        )
+        .unwrap();
+        assert_eq!(native_of(&c.rules[0].observer), Some((1.1, 256)));
+        assert_eq!(native_of(&c.rules[1].observer), Some((2.0, 256)));
+        assert_eq!(native_of(&c.rules[2].observer), Some((1.1, 20)));
+        let ObserverOptions::Histogram(h) = &c.rules[2].observer else {
+            panic!()
+        };
+        assert_eq!(h.buckets, [1.0]);
+        assert_eq!(native_of(&c.rules[3].observer), None);
+
+        let c = parse(
+            "defaults:\n  observer_type: histogram\n  histogram_options:\n    \
+             native_histogram_bucket_factor: 1.5\n    native_histogram_max_buckets: 50\n\
+             mappings:\n- match: a\n  name: a\n\
+             - match: b\n  name: b\n  histogram_options:\n    native_histogram_max_buckets: 0\n",
+        )
+        .unwrap();
+        assert_eq!(native_of(&c.rules[0].observer), Some((1.5, 50)));
+        assert_eq!(native_of(&c.rules[1].observer), Some((1.5, 50)));
+        assert_eq!(native_of(&c.defaults.observer), Some((1.5, 50)));
+
+        // A defaults factor of 1 turns native buckets off for every mapping that keeps it.
+        let c = parse(
+            "defaults:\n  histogram_options:\n    native_histogram_bucket_factor: 1\n\
+             mappings:\n- match: a\n  name: a\n  observer_type: histogram\n",
+        )
+        .unwrap();
+        assert_eq!(native_of(&c.rules[0].observer), None);
     }
 }

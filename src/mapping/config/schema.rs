@@ -207,16 +207,8 @@ pub(crate) struct RawSummaryOptions {
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct RawHistogramOptions {
     pub(crate) buckets: Option<Vec<f64>>,
-    #[allow(
-        dead_code,
-        reason = "accepted for compatibility; the store keeps classic buckets only"
-    )]
-    native_histogram_bucket_factor: Option<f64>,
-    #[allow(
-        dead_code,
-        reason = "accepted for compatibility; the store keeps classic buckets only"
-    )]
-    native_histogram_max_buckets: Option<u32>,
+    pub(crate) native_histogram_bucket_factor: Option<f64>,
+    pub(crate) native_histogram_max_buckets: Option<u32>,
 }
 
 /// The `defaults` block: what mappings leave unset, and what unmapped events use.
