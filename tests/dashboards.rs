@@ -181,21 +181,7 @@ type Variables = BTreeMap<String, String>;
 /// The answer of Prometheus's instant query API: `Err` with its error when the query was
 /// refused, else the result's samples as (labels, value).
 fn query(prom: &Prometheus, q: &str) -> Result<Vec<(Labels, f64)>, String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(5)))
-        .build()
-        .into();
-    let mut resp = agent
-        .get(&format!("http://{}/api/v1/query", prom.addr))
-        .query("query", q)
-        .call()
-        .map_err(|e| format!("transport: {e}"))?;
-    let body = resp
-        .body_mut()
-        .read_to_string()
-        .map_err(|e| format!("body: {e}"))?;
-    let v: Value = serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
+    let v: Value = prom.api("/api/v1/query", &[("query", q)], Duration::from_secs(5))?;
     if v["status"] != "success" {
         return Err(format!("{}: {}", v["errorType"], v["error"]));
     }

@@ -225,38 +225,18 @@ fn text_is_the_default_and_openmetrics_is_negotiated() {
 }
 
 fn query(p: &Prometheus, q: &str) -> Option<f64> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(2)))
-        .build()
-        .into();
-    let mut resp = agent
-        .get(&format!("http://{}/api/v1/query", p.addr))
-        .query("query", q)
-        .call()
-        .ok()?;
-    let body = resp.body_mut().read_to_string().ok()?;
-    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-    v["data"]["result"].as_array()?.first()?["value"][1]
-        .as_str()?
-        .parse()
-        .ok()
+    p.first_value(q)
 }
 
 /// A family's (type, unit) as Prometheus' metadata API reports it.
 fn metadata(p: &Prometheus, family: &str) -> Option<(String, String)> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(2)))
-        .build()
-        .into();
-    let mut resp = agent
-        .get(&format!("http://{}/api/v1/metadata", p.addr))
-        .query("metric", family)
-        .call()
+    let v = p
+        .api(
+            "/api/v1/metadata",
+            &[("metric", family)],
+            Duration::from_secs(2),
+        )
         .ok()?;
-    let body = resp.body_mut().read_to_string().ok()?;
-    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
     let m = v["data"][family].as_array()?.first()?.clone();
     Some((
         m["type"].as_str()?.to_string(),

@@ -15,20 +15,7 @@ fn start_prometheus(target: &str) -> Prometheus {
 }
 
 fn query(p: &Prometheus, q: &str) -> Option<serde_json::Value> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(2)))
-        .build()
-        .into();
-    let mut resp = agent
-        .get(&format!("http://{}/api/v1/query", p.addr))
-        .query("query", q)
-        .call()
-        .ok()?;
-    let body = resp.body_mut().read_to_string().ok()?;
-    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-    let result = v["data"]["result"].as_array()?.first()?.clone();
-    Some(result)
+    p.first_result(q)
 }
 
 fn wait_value(p: &Prometheus, q: &str) -> f64 {

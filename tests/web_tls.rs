@@ -382,22 +382,7 @@ fn a_bad_web_config_stops_startup_with_a_clear_error() {
 }
 
 fn query(p: &Prometheus, q: &str) -> Option<f64> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(2)))
-        .build()
-        .into();
-    let mut resp = agent
-        .get(&format!("http://{}/api/v1/query", p.addr))
-        .query("query", q)
-        .call()
-        .ok()?;
-    let body = resp.body_mut().read_to_string().ok()?;
-    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-    v["data"]["result"].as_array()?.first()?["value"][1]
-        .as_str()?
-        .parse()
-        .ok()
+    p.first_value(q)
 }
 
 fn wait_value(p: &Prometheus, q: &str) -> f64 {

@@ -2,6 +2,7 @@
 //! storage in a temporary directory; killed on drop.
 
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use super::TempDir;
 use super::receivers::free_port;
@@ -12,6 +13,48 @@ pub struct Prometheus {
     /// `127.0.0.1:PORT` of its HTTP API.
     pub addr: String,
     _dir: TempDir,
+}
+
+impl Prometheus {
+    /// GET `path` (`/api/v1/query`, ...) of its HTTP API with `params`, parsed as JSON,
+    /// whatever the HTTP status (Prometheus explains a refused query in the body). `Err`
+    /// says why there is no JSON: transport, body or parse.
+    pub fn api(
+        &self,
+        path: &str,
+        params: &[(&str, &str)],
+        timeout: Duration,
+    ) -> Result<serde_json::Value, String> {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(timeout))
+            .build()
+            .into();
+        let mut req = agent.get(&format!("http://{}{path}", self.addr));
+        for (k, v) in params {
+            req = req.query(k, v);
+        }
+        let mut resp = req.call().map_err(|e| format!("transport: {e}"))?;
+        let body = resp
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| format!("body: {e}"))?;
+        serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))
+    }
+
+    /// The first result of the instant query `q`, `None` while it has none (or the server
+    /// does not answer yet).
+    pub fn first_result(&self, q: &str) -> Option<serde_json::Value> {
+        let v = self
+            .api("/api/v1/query", &[("query", q)], Duration::from_secs(2))
+            .ok()?;
+        v["data"]["result"].as_array()?.first().cloned()
+    }
+
+    /// The value of [`Prometheus::first_result`] as a number.
+    pub fn first_value(&self, q: &str) -> Option<f64> {
+        self.first_result(q)?["value"][1].as_str()?.parse().ok()
+    }
 }
 
 impl Drop for Prometheus {
