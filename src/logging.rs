@@ -131,9 +131,20 @@ fn humantime_now() -> String {
     let d = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    let secs = d.as_secs() as i64;
+    let (year, month, day, sod) = civil_from_unix(d.as_secs() as i64);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        sod / 3600,
+        (sod / 60) % 60,
+        sod % 60,
+        d.subsec_millis()
+    )
+}
+
+/// Unix seconds as the UTC (year, month, day, seconds of the day), proleptic Gregorian
+/// calendar: Howard Hinnant's civil-from-days, so that timestamps need no date crate.
+pub(crate) fn civil_from_unix(secs: i64) -> (i64, i64, i64, i64) {
     let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil-from-days (Howard Hinnant's algorithm).
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
@@ -143,13 +154,7 @@ fn humantime_now() -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        sod / 3600,
-        (sod / 60) % 60,
-        sod % 60,
-        d.subsec_millis()
-    )
+    (year, month, day, sod)
 }
 
 /// Installs the global log subscriber, writing to stderr.

@@ -9,7 +9,7 @@ use std::io::Read as _;
 
 use prost::Message as _;
 use statsgate::expose::protobuf as pb;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::prometheus::{self, Prometheus};
 use common::{Gateway, Samples, TempDir, promtool_check, series};
@@ -245,14 +245,7 @@ fn metadata(p: &Prometheus, family: &str) -> Option<(String, String)> {
 }
 
 fn wait_value(p: &Prometheus, q: &str) -> f64 {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(v) = query(p, q) {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "Prometheus never answered {q}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    p.wait_value(q)
 }
 
 /// Prometheus 2.x asks for OpenMetrics first: its strict parser must take the whole

@@ -381,19 +381,8 @@ fn a_bad_web_config_stops_startup_with_a_clear_error() {
     }
 }
 
-fn query(p: &Prometheus, q: &str) -> Option<f64> {
-    p.first_value(q)
-}
-
 fn wait_value(p: &Prometheus, q: &str) -> f64 {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(v) = query(p, q) {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "Prometheus never answered {q}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    p.wait_value(q)
 }
 
 #[test]

@@ -55,6 +55,22 @@ impl Prometheus {
     pub fn first_value(&self, q: &str) -> Option<f64> {
         self.first_result(q)?["value"][1].as_str()?.parse().ok()
     }
+
+    /// [`Prometheus::first_value`] once the query has a result; fails after a minute (the
+    /// first scrapes and the first rule evaluation take a few seconds).
+    pub fn wait_value(&self, q: &str) -> f64 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(v) = self.first_value(q) {
+                return v;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "Prometheus never answered {q}"
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
 }
 
 impl Drop for Prometheus {
