@@ -154,7 +154,7 @@ fn istio_cluster_names_as_graphite_tag_values_keep_their_pipes() {
 fn malformed_graphite_tags_are_counted_like_other_tag_errors() {
     let gw = Gateway::start(&["--profile=envoy"]);
     // An emitted sample: its bad tags (no `=`, an empty value, an empty key, an empty tag)
-    // are counted and skipped, the good one kept.
+    // are counted and left out of the labels, the good one kept.
     gw.send_udp(b"envoy.foo;bad;k=;=v;;envoy.cluster_name=a:1|c");
     // The DogStatsD form of the same mistakes counts the same.
     gw.send_udp(b"envoy.bar:1|c|#bad,k:,:v,,envoy.cluster_name:a");
