@@ -281,6 +281,16 @@ fn status_page_shows_the_traffic_the_gateway_received() {
     gw.wait_for("the late lines", |s| {
         s.get("late_metric{shard=\"a\"}").is_some()
     });
+    // The gateway reuses a collected status for a second: wait until it has collected
+    // one with the late series, so the page's script cannot be served the earlier one.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while status_json(&gw)["series"]["count"] != 327 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the status never showed the late series"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     let url = format!("http://{}/", gw.http);
     let dom = chromium(&["--virtual-time-budget=3000", "--dump-dom"], &url);
     assert!(
