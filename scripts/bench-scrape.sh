@@ -14,7 +14,7 @@ LG=${LG:-target/release/statsgate-loadgen}
 [ "$#" -gt 0 ] || { cargo build --release -p statsgate >&2; set -- target/release/statsgate; }
 median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 for gw in "$@"; do
-  taskset -c 0 "$gw" --statsd.listen-udp=127.0.0.1:9125 --statsd.listen-tcp= \
+  taskset -c "${GW_CPUS:-0}" "$gw" --statsd.listen-udp=127.0.0.1:9125 --statsd.listen-tcp= \
     --web.listen-address=127.0.0.1:9102 --log.level=warn >/dev/null 2>&1 &
   pid=$!
   trap 'kill $pid 2>/dev/null' EXIT
@@ -24,7 +24,7 @@ for gw in "$@"; do
   series=$(curl -s http://127.0.0.1:9102/metrics | awk '/^statsgate_series /{ print $2 }')
   for enc in identity gzip; do
     times=$(for _ in $(seq "$ROUNDS"); do
-      taskset -c 1 curl -s -o /dev/null -H "Accept-Encoding: $enc" \
+      taskset -c "${CURL_CPUS:-1}" curl -s -o /dev/null -H "Accept-Encoding: $enc" \
         -w '%{time_total} %{size_download}\n' http://127.0.0.1:9102/metrics
     done)
     t=$(echo "$times" | awk '{ print $1 * 1000 }' | median)

@@ -243,6 +243,10 @@ fn run(flags: Flags) -> Result<()> {
             telemetry_path: flags.web_telemetry_path.clone(),
             enable_lifecycle: flags.web_enable_lifecycle,
             status: StatusPage::start(setup, store.clone(), Some(telemetry.clone()), Some(control.mapper.clone())),
+            render_threads: match flags.web_render_threads {
+                0 => expose::default_render_threads(),
+                n => n,
+            },
         };
         let app = expose::router(store.clone(), Some(telemetry), control.clone(), opts);
         match web {

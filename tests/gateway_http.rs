@@ -233,6 +233,93 @@ fn gzip_when_the_scraper_asks() {
     assert!(text.contains("\ngz_test 1\n"), "{text}");
 }
 
+/// A scrape large enough to be rendered by several threads (`--web.render-threads=3`) and
+/// gzipped piece by piece: the gzip body is one gzip member whose text equals the plain
+/// scrape's, sorted and valid for promtool.
+#[test]
+fn a_large_scrape_rendered_by_several_threads_is_whole_and_in_order() {
+    let gw = Gateway::start(&["--web.render-threads=3"]);
+    let (families, per_family) = (6_000u32, 3u32);
+    let mut batch = String::new();
+    for f in 0..families {
+        for s in 0..per_family {
+            batch.push_str(&format!("big.f{f:05}:{s}|g|#shard:s{s}\n"));
+            if batch.len() > 1200 {
+                gw.send_tcp(batch.as_bytes());
+                batch.clear();
+            }
+        }
+    }
+    gw.send_tcp(batch.as_bytes());
+    let want = f64::from(families * per_family);
+    gw.wait_for("every line", |s| {
+        s.count("statsd_exporter_lines_total") >= want
+    });
+    let agent: ureq::Agent = ureq::Agent::config_builder().build().into();
+    let get = |encoding: &str| {
+        let mut resp = agent
+            .get(&format!("http://{}/metrics", gw.http))
+            .header("Accept-Encoding", encoding)
+            .call()
+            .unwrap();
+        let header = |h: &str| {
+            resp.headers()
+                .get(h)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        let (ce, vary) = (header("content-encoding"), header("vary"));
+        assert_eq!(vary, "Accept-Encoding");
+        let raw = resp
+            .body_mut()
+            .with_config()
+            .limit(1 << 30)
+            .read_to_vec()
+            .unwrap();
+        (ce, raw)
+    };
+    let (ce, plain) = get("identity");
+    assert_eq!(ce, "");
+    let plain = String::from_utf8(plain).unwrap();
+    let (ce, zipped) = get("gzip;q=1.0, identity;q=0.5");
+    assert_eq!(ce, "gzip");
+    let mut decoder = flate2::read::GzDecoder::new(&zipped[..]);
+    let mut unzipped = String::new();
+    decoder.read_to_string(&mut unzipped).unwrap();
+    let mut rest = Vec::new();
+    decoder.into_inner().read_to_end(&mut rest).unwrap();
+    assert!(
+        rest.is_empty(),
+        "one gzip member, then {} more bytes",
+        rest.len()
+    );
+    let store_lines = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter(|l| l.contains("big_f"))
+            .map(str::to_string)
+            .collect()
+    };
+    let lines = store_lines(&plain);
+    assert_eq!(
+        lines.len() as u32,
+        families * (per_family + 2),
+        "HELP, TYPE and samples"
+    );
+    assert_eq!(lines, store_lines(&unzipped));
+    let names: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .collect();
+    assert!(
+        names.windows(2).all(|w| w[0] < w[1]),
+        "families in name order"
+    );
+    assert_eq!(names.first().copied(), Some("big_f00000 gauge"));
+    assert_eq!(names.last().copied(), Some("big_f05999 gauge"));
+    promtool_check(&unzipped);
+}
+
 #[test]
 fn mixed_load_passes_promtool_and_is_sorted() {
     let gw = Gateway::start(&[]);

@@ -4,6 +4,7 @@
 //! server, with TLS and basic auth from `--web.config.file`.
 
 mod auth;
+pub mod gzip;
 mod http;
 mod limits;
 pub mod negotiate;
@@ -15,7 +16,7 @@ pub mod status;
 pub mod text;
 mod web_config;
 
-pub use http::{HttpOptions, Lifecycle, router};
+pub use http::{HttpOptions, Lifecycle, default_render_threads, router};
 pub use limits::SCRAPE_STALL_EVICT;
 pub use server::{ServerOptions, bind, serve};
 pub use status::{StatusPage, StatusSetup};

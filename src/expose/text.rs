@@ -2,7 +2,9 @@
 //! output), and OpenMetrics 1.0 text (what changes is in `openmetrics.rs`); streamed
 //! in chunks so a million series never sit in memory as one string.
 
-use std::io::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::gzip::{Deflater, GzipFramer, Piece};
 
 use super::openmetrics;
 use super::samples::{BoundLabel, SampleValue, for_each_sample};
@@ -78,53 +80,232 @@ pub fn render_format(
     extra: &[ExtraFamily],
     format: TextFormat,
     chunk_bytes: usize,
+    emit: impl FnMut(Vec<u8>) -> bool,
+) -> bool {
+    let opts = RenderOptions {
+        format,
+        chunk_bytes,
+        threads: 1,
+        gzip: false,
+    };
+    render_with(store, extra, &opts, emit)
+}
+
+/// How [`render_with`] renders.
+#[derive(Clone, Copy, Debug)]
+pub struct RenderOptions {
+    /// The text format.
+    pub format: TextFormat,
+    /// About how many bytes of text each chunk handed out holds (before compression).
+    pub chunk_bytes: usize,
+    /// How many threads render (and compress) at once; 1 renders on the caller's thread.
+    pub threads: usize,
+    /// Hand out one gzip member, compressed piece by piece, instead of text.
+    pub gzip: bool,
+}
+
+/// About how many series one rendering job covers: small enough that the threads share
+/// the work evenly, large enough that handing jobs over costs nothing. A family is never
+/// split, so one family larger than this is a job of its own.
+const JOB_SERIES: usize = 2048;
+
+/// How many families ahead of the one being read a walk asks the CPU to load.
+const PREFETCH_AHEAD: usize = 8;
+
+/// A chunk as a worker hands it to the caller's thread.
+enum Out {
+    Text(Vec<u8>),
+    Gzip(Piece),
+    /// The job is complete.
+    End,
+}
+
+/// Renders every family of `store`, merged with `extra` in name order, handing out chunks
+/// in order to `emit`: with `threads` > 1, jobs of consecutive families are rendered (and
+/// compressed) by that many threads, each a little ahead of what `emit` has taken, so at
+/// most two chunks per thread wait in memory. Returns false if `emit` asked to stop (the
+/// client went away); the threads then stop after their current chunk.
+pub fn render_with(
+    store: &Store,
+    extra: &[ExtraFamily],
+    opts: &RenderOptions,
     mut emit: impl FnMut(Vec<u8>) -> bool,
 ) -> bool {
-    let om = format == TextFormat::OpenMetrics;
-    let write_extra = |buf: &mut Vec<u8>, e: &ExtraFamily| {
-        if om {
-            buf.extend_from_slice(&openmetrics::convert_extra(e));
-        } else {
-            buf.extend_from_slice(e.text.as_bytes());
-        }
-    };
-    let mut buf: Vec<u8> = Vec::with_capacity(chunk_bytes + 4096);
     let families = store.families();
-    let mut extra = extra.iter().peekable();
     let now = store.clock().now_ms();
-    let at = store.clock().instant_at(now);
-    for fam in families.iter() {
-        while let Some(e) = extra.next_if(|e| e.name.as_str() < fam.name()) {
-            write_extra(&mut buf, e);
+    let job = Job {
+        families: &families,
+        // Where each extra family goes: before the store family at that index.
+        extra_at: extra
+            .iter()
+            .map(|e| families.partition_point(|f| f.name() < e.name.as_str()))
+            .collect(),
+        extra,
+        at: store.clock().instant_at(now),
+        opts,
+    };
+    let mut jobs: Vec<std::ops::Range<usize>> = Vec::new();
+    let (mut start, mut series) = (0, 0);
+    for (i, fam) in families.iter().enumerate() {
+        if let Some(ahead) = families.get(i + PREFETCH_AHEAD) {
+            ahead.prefetch();
         }
-        if fam.is_empty() {
-            continue;
+        series += fam.len().max(1);
+        if series >= JOB_SERIES {
+            jobs.push(start..i + 1);
+            (start, series) = (i + 1, 0);
         }
-        write_header(&mut buf, fam, format);
-        let mut ok = true;
-        fam.for_each_series(SERIES_PER_LOCK, |s| {
+    }
+    // The last job always exists: it writes the extras after every family, and `# EOF`.
+    jobs.push(start..families.len());
+    let mut framer = GzipFramer::default();
+    let threads = opts.threads.clamp(1, jobs.len());
+    let ok = if threads == 1 {
+        let mut deflater = opts.gzip.then(Deflater::default);
+        let mut out = |chunk: Vec<u8>| match deflater.as_mut() {
+            Some(d) => emit(framer.frame(d.piece(&chunk))),
+            None => emit(chunk),
+        };
+        jobs.iter().all(|range| job.render(range.clone(), &mut out))
+    } else {
+        render_parallel(&job, &jobs, threads, &mut framer, &mut emit)
+    };
+    ok && (!opts.gzip || emit(framer.finish()))
+}
+
+fn render_parallel(
+    job: &Job<'_>,
+    jobs: &[std::ops::Range<usize>],
+    threads: usize,
+    framer: &mut GzipFramer,
+    emit: &mut impl FnMut(Vec<u8>) -> bool,
+) -> bool {
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let mut inboxes = Vec::with_capacity(threads);
+        for w in 0..threads {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Out>(2);
+            inboxes.push(rx);
+            let stop = &stop;
+            let spawned = std::thread::Builder::new()
+                .name("statsgate-render".into())
+                .spawn_scoped(scope, move || {
+                    let mut deflater = job.opts.gzip.then(Deflater::default);
+                    for range in jobs.iter().skip(w).step_by(threads) {
+                        let mut send = |chunk: Vec<u8>| {
+                            let out = match deflater.as_mut() {
+                                Some(d) => Out::Gzip(d.piece(&chunk)),
+                                None => Out::Text(chunk),
+                            };
+                            !stop.load(Ordering::Relaxed) && tx.send(out).is_ok()
+                        };
+                        if !job.render(range.clone(), &mut send) || tx.send(Out::End).is_err() {
+                            return;
+                        }
+                    }
+                });
+            if spawned.is_err() {
+                // No thread to be had: the caller's thread renders alone.
+                stop.store(true, Ordering::Relaxed);
+                drop(inboxes);
+                return None;
+            }
+        }
+        for (j, _) in jobs.iter().enumerate() {
+            loop {
+                let chunk = match inboxes[j % threads].recv() {
+                    Ok(Out::Text(c)) => c,
+                    Ok(Out::Gzip(p)) => framer.frame(p),
+                    Ok(Out::End) => break,
+                    Err(_) => return Some(false),
+                };
+                if !emit(chunk) {
+                    stop.store(true, Ordering::Relaxed);
+                    return Some(false);
+                }
+            }
+        }
+        Some(true)
+    })
+    .unwrap_or_else(|| {
+        let mut deflater = job.opts.gzip.then(Deflater::default);
+        let mut out = |chunk: Vec<u8>| match deflater.as_mut() {
+            Some(d) => emit(framer.frame(d.piece(&chunk))),
+            None => emit(chunk),
+        };
+        jobs.iter().all(|range| job.render(range.clone(), &mut out))
+    })
+}
+
+/// What every rendering job shares.
+struct Job<'a> {
+    families: &'a [std::sync::Arc<Family>],
+    extra: &'a [ExtraFamily],
+    extra_at: Vec<usize>,
+    at: std::time::Instant,
+    opts: &'a RenderOptions,
+}
+
+impl Job<'_> {
+    /// Renders the families in `range` (and the extras that go among them; after the last
+    /// family, the rest of the extras and `# EOF`), handing chunks to `out`.
+    fn render(&self, range: std::ops::Range<usize>, out: &mut dyn FnMut(Vec<u8>) -> bool) -> bool {
+        let format = self.opts.format;
+        let chunk_bytes = self.opts.chunk_bytes;
+        let om = format == TextFormat::OpenMetrics;
+        let last = range.end == self.families.len();
+        let mut buf: Vec<u8> = Vec::with_capacity(chunk_bytes + 4096);
+        let mut next_extra = self.extra_at.partition_point(|&p| p < range.start);
+        let write_extra = |buf: &mut Vec<u8>, e: &ExtraFamily| {
+            if om {
+                buf.extend_from_slice(&openmetrics::convert_extra(e));
+            } else {
+                buf.extend_from_slice(e.text.as_bytes());
+            }
+        };
+        for i in range {
+            while next_extra < self.extra.len() && self.extra_at[next_extra] == i {
+                write_extra(&mut buf, &self.extra[next_extra]);
+                next_extra += 1;
+            }
+            if let Some(ahead) = self.families.get(i + PREFETCH_AHEAD) {
+                ahead.prefetch();
+            }
+            if let Some(near) = self.families.get(i + PREFETCH_AHEAD / 2) {
+                near.prefetch_name();
+            }
+            let fam = &self.families[i];
+            if fam.is_empty() {
+                continue;
+            }
+            write_header(&mut buf, fam, format);
+            let mut ok = true;
+            fam.for_each_series(SERIES_PER_LOCK, |s| {
+                if !ok {
+                    return;
+                }
+                write_series(&mut buf, fam, s, self.at, format);
+                if buf.len() >= chunk_bytes {
+                    ok = out(std::mem::replace(
+                        &mut buf,
+                        Vec::with_capacity(chunk_bytes + 4096),
+                    ));
+                }
+            });
             if !ok {
-                return;
+                return false;
             }
-            write_series(&mut buf, fam, s, at, format);
-            if buf.len() >= chunk_bytes {
-                ok = emit(std::mem::replace(
-                    &mut buf,
-                    Vec::with_capacity(chunk_bytes + 4096),
-                ));
-            }
-        });
-        if !ok {
-            return false;
         }
+        if last {
+            for e in &self.extra[next_extra..] {
+                write_extra(&mut buf, e);
+            }
+            if om {
+                buf.extend_from_slice(openmetrics::EOF);
+            }
+        }
+        buf.is_empty() || out(buf)
     }
-    for e in extra {
-        write_extra(&mut buf, e);
-    }
-    if om {
-        buf.extend_from_slice(openmetrics::EOF);
-    }
-    buf.is_empty() || emit(buf)
 }
 
 /// Renders into one string in text 0.0.4 (tests, small stores).
@@ -153,13 +334,7 @@ fn write_header(buf: &mut Vec<u8>, fam: &Family, format: TextFormat) {
     if format == TextFormat::OpenMetrics {
         openmetrics::write_help(buf, fam.help());
     } else {
-        for b in fam.help().bytes() {
-            match b {
-                b'\\' => buf.extend_from_slice(b"\\\\"),
-                b'\n' => buf.extend_from_slice(b"\\n"),
-                _ => buf.push(b),
-            }
-        }
+        write_escaped(buf, fam.help(), false);
     }
     buf.push(b'\n');
     if let Some(kind) = kind {
@@ -195,14 +370,7 @@ fn write_labels(
         first = false;
         buf.extend_from_slice(k.as_bytes());
         buf.extend_from_slice(b"=\"");
-        for b in v.bytes() {
-            match b {
-                b'\\' => buf.extend_from_slice(b"\\\\"),
-                b'"' => buf.extend_from_slice(b"\\\""),
-                b'\n' => buf.extend_from_slice(b"\\n"),
-                _ => buf.push(b),
-            }
-        }
+        write_escaped(buf, v, true);
         buf.push(b'"');
     }
     if let Some(bound) = bound {
@@ -234,9 +402,7 @@ fn write_series(
         buf.push(b' ');
         match sample.value {
             SampleValue::Float(v) => write_float(buf, v),
-            SampleValue::Count(c) => {
-                let _ = write!(buf, "{c}");
-            }
+            SampleValue::Count(c) => write_u64(buf, c),
         }
         buf.push(b'\n');
     });
@@ -245,7 +411,8 @@ fn write_series(
 /// Writes `v` as Go's `strconv.FormatFloat(v, 'g', -1, 64)` does (client_golang's format):
 /// shortest round-trip digits, and exponent form when the decimal exponent is below -4 or
 /// at least 6 (`1e+06`, `123456`, `1e-05`, `0.0001`). Dashboards parse either form, but
-/// byte-identical output makes a side-by-side migration diffable.
+/// byte-identical output makes a side-by-side migration diffable. Hand-written around
+/// `ryu`'s digits because no crate prints Go's `'g'` layout.
 pub(crate) fn write_float(buf: &mut Vec<u8>, v: f64) {
     if v.is_nan() {
         buf.extend_from_slice(b"NaN");
@@ -259,37 +426,18 @@ pub(crate) fn write_float(buf: &mut Vec<u8>, v: f64) {
         buf.extend_from_slice(if v.is_sign_negative() { b"-0" } else { b"0" });
         return;
     }
-    // Rust's `{:e}` gives the shortest round-trip digits: "-1.2345e-7".
-    let mut tmp = [0u8; 40];
-    let mut cur = std::io::Cursor::new(&mut tmp[..]);
-    if write!(cur, "{v:e}").is_err() {
-        let _ = write!(buf, "{v}");
-        return;
-    }
-    let len = cur.position() as usize;
-    let s = &tmp[..len];
-    let (neg, s) = if s[0] == b'-' {
-        (true, &s[1..])
-    } else {
-        (false, s)
-    };
-    let Some(epos) = s.iter().position(|b| *b == b'e') else {
-        return;
-    };
-    let (mant, exp) = (&s[..epos], &s[epos + 1..]);
-    let exp: i32 = std::str::from_utf8(exp)
-        .ok()
-        .and_then(|e| e.parse().ok())
-        .unwrap_or(0);
-    let mut digits = [0u8; 24];
-    let mut nd = 0;
-    for b in mant.iter().filter(|b| b.is_ascii_digit()) {
-        if nd < digits.len() {
-            digits[nd] = *b;
-            nd += 1;
+    // Most statsd values are whole numbers below 1e6 (counts, bytes, milliseconds): Go
+    // prints them as integers, and so can we without finding shortest digits.
+    if v.fract() == 0.0 && v.abs() < 1e6 {
+        if v < 0.0 {
+            buf.push(b'-');
         }
+        write_u64(buf, v.abs() as u64);
+        return;
     }
-    let digits = &digits[..nd];
+    let mut ryu_buf = ryu::Buffer::new();
+    let (neg, digits, exp) = decompose(ryu_buf.format_finite(v).as_bytes());
+    let digits = &digits.0[..digits.1];
     if neg {
         buf.push(b'-');
     }
@@ -301,7 +449,11 @@ pub(crate) fn write_float(buf: &mut Vec<u8>, v: f64) {
         }
         buf.push(b'e');
         buf.push(if exp < 0 { b'-' } else { b'+' });
-        let _ = write!(buf, "{:02}", exp.unsigned_abs());
+        let e = exp.unsigned_abs();
+        if e < 10 {
+            buf.push(b'0');
+        }
+        write_u64(buf, u64::from(e));
     } else if exp < 0 {
         buf.extend_from_slice(b"0.");
         for _ in 0..(-exp - 1) {
@@ -316,6 +468,95 @@ pub(crate) fn write_float(buf: &mut Vec<u8>, v: f64) {
         if digits.len() > int_len {
             buf.push(b'.');
             buf.extend_from_slice(&digits[int_len..]);
+        }
+    }
+}
+
+/// Up to 17 significant digits (the most a shortest round-trip f64 needs) and their count.
+type Digits = ([u8; 24], usize);
+
+/// Splits `ryu`'s output (`-1.5e-7`, `123456.0`, `0.001`, `1e21`) into sign, significant
+/// digits without leading or trailing zeros, and the decimal exponent of the first digit.
+fn decompose(s: &[u8]) -> (bool, Digits, i32) {
+    let (neg, s) = match s.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, s),
+    };
+    let (mant, exp_part) = match s.iter().position(|&b| b == b'e' || b == b'E') {
+        Some(i) => (&s[..i], &s[i + 1..]),
+        None => (s, &[][..]),
+    };
+    let mut exp: i32 = 0;
+    let mut exp_neg = false;
+    for &b in exp_part {
+        match b {
+            b'-' => exp_neg = true,
+            b'0'..=b'9' => exp = exp * 10 + i32::from(b - b'0'),
+            _ => {}
+        }
+    }
+    if exp_neg {
+        exp = -exp;
+    }
+    let mut digits = [0u8; 24];
+    let mut nd = 0usize;
+    // Position of the decimal point relative to the digits seen, and of the first
+    // significant digit.
+    let mut int_digits: i32 = 0;
+    let mut seen_point = false;
+    let mut first_sig: Option<i32> = None;
+    let mut pos: i32 = 0;
+    for &b in mant {
+        if b == b'.' {
+            seen_point = true;
+            continue;
+        }
+        if !seen_point {
+            int_digits += 1;
+        }
+        if b != b'0' || first_sig.is_some() {
+            if first_sig.is_none() {
+                first_sig = Some(pos);
+            }
+            if nd < digits.len() {
+                digits[nd] = b;
+                nd += 1;
+            }
+        }
+        pos += 1;
+    }
+    while nd > 1 && digits[nd - 1] == b'0' {
+        nd -= 1;
+    }
+    let first = first_sig.unwrap_or(0);
+    (neg, (digits, nd), exp + int_digits - 1 - first)
+}
+
+/// Writes `n` in decimal.
+pub(crate) fn write_u64(buf: &mut Vec<u8>, n: u64) {
+    buf.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+/// Appends `s`, escaping `\\` and newline (and `"` when `quote`), as the text format wants:
+/// copied whole when nothing needs escaping, which is nearly always.
+pub(crate) fn write_escaped(buf: &mut Vec<u8>, s: &str, quote: bool) {
+    let bytes = s.as_bytes();
+    let special = if quote {
+        memchr::memchr3(b'\\', b'\n', b'"', bytes)
+    } else {
+        memchr::memchr2(b'\\', b'\n', bytes)
+    };
+    let Some(first) = special else {
+        buf.extend_from_slice(bytes);
+        return;
+    };
+    buf.extend_from_slice(&bytes[..first]);
+    for &b in &bytes[first..] {
+        match b {
+            b'\\' => buf.extend_from_slice(b"\\\\"),
+            b'\n' => buf.extend_from_slice(b"\\n"),
+            b'"' if quote => buf.extend_from_slice(b"\\\""),
+            _ => buf.push(b),
         }
     }
 }
@@ -351,9 +592,160 @@ mod tests {
             (f64::NEG_INFINITY, "-Inf"),
             (f64::NAN, "NaN"),
             (1e100, "1e+100"),
+            (123456.5, "123456.5"),
+            (999999.0, "999999"),
+            (-0.5, "-0.5"),
+            (5e-324, "5e-324"),
+            (f64::MAX, "1.7976931348623157e+308"),
+            (1e-4 * 3.0, "0.00030000000000000003"),
+            (-1234567.0, "-1.234567e+06"),
+            (1e15 + 0.3, "1.0000000000000002e+15"),
         ];
         for (v, want) in cases {
             assert_eq!(f(v), want, "{v}");
+        }
+    }
+
+    fn counter(store: &Store, name: &str, labels: Vec<(String, String)>, v: f64) {
+        let spec = crate::store::SeriesSpec {
+            name,
+            help: None,
+            kind: crate::store::SeriesKind::Counter,
+            labels,
+            ttl: std::time::Duration::ZERO,
+            style: TextStyle::default(),
+        };
+        assert!(store.resolve(&spec).unwrap().counter_add(v));
+    }
+
+    /// A store of many small families and a few larger than a job, with extra families
+    /// falling before, among and after them.
+    fn mixed_store() -> (Store, Vec<ExtraFamily>) {
+        let store = Store::new(crate::store::StoreOptions::default());
+        for i in 0..9_000 {
+            counter(&store, &format!("m{i:05}"), Vec::new(), f64::from(i) + 0.25);
+        }
+        for f in ["m03000_big", "m07777_big"] {
+            for i in 0..(JOB_SERIES + 300) {
+                counter(&store, f, vec![("i".into(), format!("{i}"))], 1.0);
+            }
+        }
+        let extra = split_families(
+            "# HELP a_first A.\n# TYPE a_first gauge\na_first 1\n\
+             # HELP m04000x Among.\n# TYPE m04000x gauge\nm04000x 2\n\
+             # HELP z_last Z.\n# TYPE z_last gauge\nz_last 3\n",
+        );
+        (store, extra)
+    }
+
+    fn rendered(store: &Store, extra: &[ExtraFamily], threads: usize, gzip: bool) -> Vec<u8> {
+        let opts = RenderOptions {
+            format: TextFormat::OpenMetrics,
+            chunk_bytes: 10_000,
+            threads,
+            gzip,
+        };
+        let mut out = Vec::new();
+        assert!(render_with(store, extra, &opts, |c| {
+            out.extend_from_slice(&c);
+            true
+        }));
+        if gzip {
+            let mut text = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&out[..]), &mut text)
+                .unwrap();
+            text
+        } else {
+            out
+        }
+    }
+
+    #[test]
+    fn threads_and_gzip_render_the_same_bytes_in_the_same_order() {
+        let (store, extra) = mixed_store();
+        let one = rendered(&store, &extra, 1, false);
+        let text = String::from_utf8(one.clone()).unwrap();
+        assert!(text.starts_with("# HELP a_first A."), "{}", &text[..40]);
+        assert!(text.ends_with("z_last 3\n# EOF\n"));
+        let among = text.find("m04000x 2").unwrap();
+        assert!(text.find("\nm04000 ").unwrap() < among && among < text.find("\nm04001 ").unwrap());
+        for (threads, gzip) in [(2, false), (3, false), (1, true), (2, true), (4, true)] {
+            assert!(
+                rendered(&store, &extra, threads, gzip) == one,
+                "{threads} threads, gzip {gzip}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_client_that_stops_stops_every_thread() {
+        let (store, extra) = mixed_store();
+        for gzip in [false, true] {
+            let opts = RenderOptions {
+                format: TextFormat::Prometheus,
+                chunk_bytes: 1_000,
+                threads: 3,
+                gzip,
+            };
+            let mut taken = 0;
+            let ok = render_with(&store, &extra, &opts, |_| {
+                taken += 1;
+                taken < 5
+            });
+            assert!(!ok);
+            assert_eq!(taken, 5);
+        }
+    }
+
+    /// Go's `'g'` layout from Rust's shortest `{:e}` digits, the slow way.
+    fn go_g(v: f64) -> String {
+        let e = format!("{:e}", v.abs());
+        let (mant, exp) = e.split_once('e').unwrap();
+        let exp: i32 = exp.parse().unwrap();
+        let digits: String = mant.chars().filter(char::is_ascii_digit).collect();
+        let sign = if v < 0.0 { "-" } else { "" };
+        let body = if !(-4..6).contains(&exp) {
+            let (first, rest) = digits.split_at(1);
+            let frac = if rest.is_empty() {
+                String::new()
+            } else {
+                format!(".{rest}")
+            };
+            format!(
+                "{first}{frac}e{}{:02}",
+                if exp < 0 { '-' } else { '+' },
+                exp.abs()
+            )
+        } else if exp < 0 {
+            format!("0.{}{digits}", "0".repeat((-exp - 1) as usize))
+        } else {
+            let int_len = exp as usize + 1;
+            let padded = format!("{digits:0<int_len$}");
+            let (int, frac) = padded.split_at(int_len);
+            if frac.is_empty() {
+                int.to_string()
+            } else {
+                format!("{int}.{frac}")
+            }
+        };
+        format!("{sign}{body}")
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_finite_float_matches_go(bits in proptest::prelude::any::<u64>()) {
+            let v = f64::from_bits(bits);
+            if v.is_finite() && v != 0.0 {
+                proptest::prop_assert_eq!(f(v), go_g(v));
+            }
+        }
+
+        #[test]
+        fn decimal_looking_floats_match_go(m in -10_000_000i64..10_000_000, e in -12i32..12) {
+            let v = m as f64 * 10f64.powi(e);
+            if v != 0.0 {
+                proptest::prop_assert_eq!(f(v), go_g(v));
+            }
         }
     }
 
