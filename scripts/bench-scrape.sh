@@ -20,7 +20,7 @@ for gw in "$@"; do
   trap 'kill $pid 2>/dev/null' EXIT
   for _ in $(seq 50); do curl -sf -o /dev/null http://127.0.0.1:9102/-/ready && break; sleep 0.1; done
   taskset -c 1 "$LG" --gateway-pid "$pid" --names tests/data/envoy-stat-names.txt \
-    --series "$SERIES" --packed --rate 400000 --duration 2 --settle-ms 500 --scrape "" >/dev/null 2>&1
+    --series "$SERIES" --packed --rate "${RATE:-400000}" --duration "${DURATION:-2}" --settle-ms 500 --scrape "" >/dev/null 2>&1
   series=$(curl -s http://127.0.0.1:9102/metrics | awk '/^statsgate_series /{ print $2 }')
   for enc in identity gzip; do
     times=$(for _ in $(seq "$ROUNDS"); do

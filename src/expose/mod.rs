@@ -8,6 +8,7 @@ pub mod gzip;
 mod http;
 mod limits;
 pub mod negotiate;
+mod nice;
 mod openmetrics;
 pub mod protobuf;
 pub mod samples;

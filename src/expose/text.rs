@@ -5,6 +5,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::gzip::{Deflater, GzipFramer, Piece};
+use super::nice;
 
 use super::openmetrics;
 use super::samples::{BoundLabel, SampleValue, for_each_sample};
@@ -160,7 +161,9 @@ pub fn render_with(
     jobs.push(start..families.len());
     let mut framer = GzipFramer::default();
     let threads = opts.threads.clamp(1, jobs.len());
-    let ok = if threads == 1 {
+    // A store small enough for one job renders on the caller's thread; anything larger on
+    // render threads, which yield to ingest (`nice`).
+    let ok = if jobs.len() == 1 {
         let mut deflater = opts.gzip.then(Deflater::default);
         let mut out = |chunk: Vec<u8>| match deflater.as_mut() {
             Some(d) => emit(framer.frame(d.piece(&chunk))),
@@ -190,6 +193,7 @@ fn render_parallel(
             let spawned = std::thread::Builder::new()
                 .name("statsgate-render".into())
                 .spawn_scoped(scope, move || {
+                    nice::lower_this_thread();
                     let mut deflater = job.opts.gzip.then(Deflater::default);
                     for range in jobs.iter().skip(w).step_by(threads) {
                         let mut send = |chunk: Vec<u8>| {
