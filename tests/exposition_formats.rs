@@ -294,6 +294,49 @@ fn real_prometheus_reads_openmetrics() {
     assert!(scraped > 30.0, "{scraped}");
 }
 
+/// A store large enough to be rendered by several threads and gzipped in pieces, scraped
+/// by a real Prometheus (Go's gzip reader, OpenMetrics parser): every series arrives, and
+/// the scrape adds every sample it reads.
+#[test]
+fn real_prometheus_reads_a_scrape_gzipped_in_pieces() {
+    let gw = Gateway::start(&["--web.render-threads=3"]);
+    let families = 7_000u32;
+    let mut batch = String::new();
+    for f in 0..families {
+        batch.push_str(&format!("pieces.f{f:05}:{}|c|#k:v{}\n", f % 7 + 1, f % 3));
+        if batch.len() > 1200 {
+            gw.send_tcp(batch.as_bytes());
+            batch.clear();
+        }
+    }
+    gw.send_tcp(batch.as_bytes());
+    gw.wait_for("every line", |s| {
+        s.count("statsd_exporter_lines_total") >= f64::from(families)
+    });
+    let prom = prometheus::start(&format!(
+        "  - job_name: pieces\n    static_configs:\n      - targets: ['{}']\n",
+        gw.http
+    ));
+    assert_eq!(wait_value(&prom, "up{job=\"pieces\"}"), 1.0);
+    assert_eq!(
+        wait_value(&prom, "count({__name__=~\"pieces_f.*\"})"),
+        f64::from(families)
+    );
+    let want: u32 = (0..families).map(|f| f % 7 + 1).sum();
+    assert_eq!(
+        wait_value(&prom, "sum({__name__=~\"pieces_f.*\"})"),
+        f64::from(want)
+    );
+    assert_eq!(wait_value(&prom, "pieces_f06999{k=\"v0\"}"), 7.0);
+    let scraped = wait_value(&prom, "scrape_samples_scraped{job=\"pieces\"}");
+    let added = wait_value(
+        &prom,
+        "scrape_samples_post_metric_relabeling{job=\"pieces\"}",
+    );
+    assert_eq!(scraped, added);
+    assert!(scraped > f64::from(families), "{scraped}");
+}
+
 /// What Prometheus 2.x sends with `--enable-feature=native-histograms`: protobuf first.
 const PROMETHEUS_PROTOBUF_ACCEPT: &str = "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited,application/openmetrics-text;version=1.0.0;q=0.8,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
 
