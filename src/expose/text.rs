@@ -157,19 +157,17 @@ pub fn render_with(
             (start, series) = (i + 1, 0);
         }
     }
-    // The last job always exists: it writes the extras after every family, and `# EOF`.
-    jobs.push(start..families.len());
+    // The last job (the only one that ends at the last family, or an empty one when there
+    // are no families) writes the extras after every family, and `# EOF`.
+    if start < families.len() || jobs.is_empty() {
+        jobs.push(start..families.len());
+    }
     let mut framer = GzipFramer::default();
     let threads = opts.threads.clamp(1, jobs.len());
     // A store small enough for one job renders on the caller's thread; anything larger on
     // render threads, which yield to ingest (`nice`).
     let ok = if jobs.len() == 1 {
-        let mut deflater = opts.gzip.then(Deflater::default);
-        let mut out = |chunk: Vec<u8>| match deflater.as_mut() {
-            Some(d) => emit(framer.frame(d.piece(&chunk))),
-            None => emit(chunk),
-        };
-        jobs.iter().all(|range| job.render(range.clone(), &mut out))
+        render_here(&job, &jobs, &mut framer, &mut emit)
     } else {
         render_parallel(&job, &jobs, threads, &mut framer, &mut emit)
     };
@@ -231,14 +229,22 @@ fn render_parallel(
         }
         Some(true)
     })
-    .unwrap_or_else(|| {
-        let mut deflater = job.opts.gzip.then(Deflater::default);
-        let mut out = |chunk: Vec<u8>| match deflater.as_mut() {
-            Some(d) => emit(framer.frame(d.piece(&chunk))),
-            None => emit(chunk),
-        };
-        jobs.iter().all(|range| job.render(range.clone(), &mut out))
-    })
+    .unwrap_or_else(|| render_here(job, jobs, framer, emit))
+}
+
+/// Renders every job in turn on the caller's thread.
+fn render_here(
+    job: &Job<'_>,
+    jobs: &[std::ops::Range<usize>],
+    framer: &mut GzipFramer,
+    emit: &mut impl FnMut(Vec<u8>) -> bool,
+) -> bool {
+    let mut deflater = job.opts.gzip.then(Deflater::default);
+    let mut out = |chunk: Vec<u8>| match deflater.as_mut() {
+        Some(d) => emit(framer.frame(d.piece(&chunk))),
+        None => emit(chunk),
+    };
+    jobs.iter().all(|range| job.render(range.clone(), &mut out))
 }
 
 /// What every rendering job shares.
@@ -679,6 +685,29 @@ mod tests {
                 "{threads} threads, gzip {gzip}"
             );
         }
+    }
+
+    /// The families fill the last job exactly: the extras after them and `# EOF` come once.
+    #[test]
+    fn a_last_job_filled_exactly_ends_the_exposition_once() {
+        let store = Store::new(crate::store::StoreOptions::default());
+        for i in 0..10 {
+            counter(&store, "a", vec![("i".into(), format!("{i}"))], 1.0);
+        }
+        for i in 0..JOB_SERIES - 10 {
+            counter(&store, "b", vec![("i".into(), format!("{i}"))], 1.0);
+        }
+        let extra = split_families("# HELP z Z.\n# TYPE z gauge\nz 3\n");
+        for threads in [1, 2] {
+            let text = String::from_utf8(rendered(&store, &extra, threads, false)).unwrap();
+            assert_eq!(text.matches("# EOF").count(), 1, "{threads} threads");
+            assert_eq!(text.matches("\nz 3\n").count(), 1, "{threads} threads");
+            assert!(text.ends_with("\nz 3\n# EOF\n"));
+        }
+        // Two jobs: the one that ends the families is the last.
+        let (store, extra) = mixed_store();
+        let text = String::from_utf8(rendered(&store, &extra, 2, false)).unwrap();
+        assert_eq!(text.matches("# EOF").count(), 1);
     }
 
     #[test]
