@@ -43,8 +43,8 @@ pub struct HttpOptions {
     pub render_threads: usize,
 }
 
-/// Threads per scrape by default: the machine's cores, up to four. One scrape renders at a
-/// time per client; the receive threads keep their share of the cores from the scheduler.
+/// Threads per scrape by default: the machine's cores, up to four. They run at a lower
+/// priority than ingest (`nice.rs`), so using every core costs the receive threads nothing.
 pub fn default_render_threads() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
