@@ -285,14 +285,17 @@ impl Job<'_> {
                 near.prefetch_name();
             }
             let fam = &self.families[i];
-            if fam.is_empty() {
-                continue;
-            }
-            write_header(&mut buf, fam, format);
+            // The header goes out with the first series, so a family emptied by expiry
+            // shows nothing, without taking its lock once more to ask.
+            let mut header = false;
             let mut ok = true;
             fam.for_each_series(SERIES_PER_LOCK, |s| {
                 if !ok {
                     return;
+                }
+                if !header {
+                    write_header(&mut buf, fam, format);
+                    header = true;
                 }
                 write_series(&mut buf, fam, s, self.at, format);
                 if buf.len() >= chunk_bytes {
