@@ -60,9 +60,9 @@ impl Deflater {
                 Ok(Status::Ok | Status::BufError) if !done => {
                     out.reserve(out.capacity().max(4096));
                 }
-                // Raw deflate with in-memory buffers has no failure mode of its own; should
-                // the backend report one, what was produced so far still ends on a block
-                // boundary only if flushed, so start the piece over uncompressed.
+                // Raw deflate into memory has no failure of its own. Should the backend
+                // report one anyway, its partial output may not end on a block boundary:
+                // send the piece uncompressed instead, which is always valid.
                 Err(_) => return stored_piece(data, crc),
                 _ => break,
             }

@@ -4,7 +4,7 @@
 //! server, with TLS and basic auth from `--web.config.file`.
 
 mod auth;
-pub mod gzip;
+mod gzip;
 mod http;
 mod limits;
 pub mod negotiate;

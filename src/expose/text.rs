@@ -99,7 +99,8 @@ pub struct RenderOptions {
     pub format: TextFormat,
     /// About how many bytes of text each chunk handed out holds (before compression).
     pub chunk_bytes: usize,
-    /// How many threads render (and compress) at once; 1 renders on the caller's thread.
+    /// How many threads render (and compress) at once. A store small enough for one job
+    /// renders on the caller's thread whatever this says.
     pub threads: usize,
     /// Hand out one gzip member, compressed piece by piece, instead of text.
     pub gzip: bool,
