@@ -12,6 +12,7 @@ pub mod ingest;
 pub mod line;
 pub mod logging;
 pub mod mapping;
+mod prefetch;
 pub mod remote_write;
 pub mod store;
 pub mod telemetry;

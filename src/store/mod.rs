@@ -186,31 +186,14 @@ impl Family {
     /// few steps ahead lets those loads overlap the rendering of the current one.
     #[inline]
     pub fn prefetch(&self) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-            let p = std::ptr::from_ref(self).cast::<i8>();
-            let size = std::mem::size_of::<Family>();
-            let mut off = 0;
-            while off < size {
-                // SAFETY: a prefetch is a hint that never faults nor reads into the
-                // program; `sse` is part of every x86_64 target.
-                unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(off)) };
-                off += 64;
-            }
-        }
+        crate::prefetch::prefetch(self);
     }
 
     /// Like [`Family::prefetch`] for the name's bytes; call it once the family itself has
     /// arrived, since finding the name reads the family.
     #[inline]
     pub fn prefetch_name(&self) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-            // SAFETY: as in `prefetch`.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(self.name.as_ptr().cast::<i8>()) };
-        }
+        crate::prefetch::prefetch_bytes(self.name.as_ptr(), 1);
     }
 
     /// The metric name.

@@ -36,6 +36,9 @@ const MAX_KEY_BYTES: usize = 256 << 20;
 const MAX_REFUSED_ENTRIES: usize = 1 << 14;
 const MAX_REFUSED_KEY_BYTES: usize = 4 << 20;
 
+/// A position no entry has (see [`HandleTable::prefetch`]).
+pub(super) const NOWHERE: u32 = u32::MAX;
+
 /// The first key byte of a line shape; identities use their kind index (0..=2).
 pub(super) const SHAPE_TAG: u8 = 3;
 
@@ -150,42 +153,92 @@ impl Key<'_> {
 }
 
 /// One table of keys and its key bytes.
+///
+/// The entries live in a dense vector, found through an index of small items (a 32-bit
+/// fingerprint of the hash and the entry's position): the index of 100k keys is a few
+/// hundred KiB that stay in cache, so probing it for the lines of a packed datagram costs
+/// no memory stall, and the entries found can be prefetched together (see
+/// [`HandleTable::prefetch`]) before any of them is read. Entries in hashbrown's own
+/// buckets would have to be read to be found, one stall after another.
 #[derive(Debug, Default)]
 struct Keys {
-    table: HashTable<Entry>,
+    index: HashTable<u64>,
+    entries: Vec<Entry>,
     bytes: usize,
+}
+
+/// An index item: the hash's high half as a fingerprint, and the entry's position.
+#[inline]
+fn item(hash: u64, pos: usize) -> u64 {
+    (hash & !0xffff_ffff) | pos as u64
+}
+
+#[inline]
+fn pos_of(item: u64) -> usize {
+    (item & 0xffff_ffff) as usize
+}
+
+#[inline]
+fn same_fingerprint(item: u64, hash: u64) -> bool {
+    (item ^ hash) >> 32 == 0
 }
 
 impl Keys {
     #[inline]
+    fn position(&self, hash: u64, key: Key<'_>) -> Option<usize> {
+        let entries = &self.entries;
+        self.index
+            .find(hash, |&i| {
+                same_fingerprint(i, hash)
+                    && entries
+                        .get(pos_of(i))
+                        .is_some_and(|e| e.hash == hash && key.matches(&e.key))
+            })
+            .map(|&i| pos_of(i))
+    }
+
+    #[inline]
     fn get(&self, hash: u64, key: Key<'_>) -> Option<&Entry> {
-        self.table
-            .find(hash, |e| e.hash == hash && key.matches(&e.key))
+        self.entries.get(self.position(hash, key)?)
     }
 
     fn remove(&mut self, hash: u64, key: Key<'_>) {
-        if let Ok(old) = self
-            .table
-            .find_entry(hash, |e| e.hash == hash && key.matches(&e.key))
-        {
-            let (old, _) = old.remove();
-            self.bytes -= old.key.len();
+        let Some(pos) = self.position(hash, key) else {
+            return;
+        };
+        if let Ok(found) = self.index.find_entry(hash, |&i| pos_of(i) == pos) {
+            found.remove();
+        }
+        let old = self.entries.swap_remove(pos);
+        self.bytes -= old.key.len();
+        // The last entry moved into the hole: point its index item there.
+        if let Some(moved) = self.entries.get(pos) {
+            let from = self.entries.len();
+            if let Some(i) = self.index.find_mut(moved.hash, |&i| pos_of(i) == from) {
+                *i = item(moved.hash, pos);
+            }
         }
     }
 
     /// Inserts a new entry, first forgetting everything if the table is at a bound.
     fn insert(&mut self, entry: Entry, max_entries: usize, max_bytes: usize) -> &Entry {
-        if self.table.len() >= max_entries || self.bytes + entry.key.len() > max_bytes {
+        if self.entries.len() >= max_entries || self.bytes + entry.key.len() > max_bytes {
             self.clear();
         }
         self.bytes += entry.key.len();
-        self.table
-            .insert_unique(entry.hash, entry, |e| e.hash)
-            .into_mut()
+        let pos = self.entries.len();
+        let hash = entry.hash;
+        self.entries.push(entry);
+        let entries = &self.entries;
+        self.index.insert_unique(hash, item(hash, pos), |&i| {
+            entries.get(pos_of(i)).map_or(0, |e| e.hash)
+        });
+        &self.entries[pos]
     }
 
     fn clear(&mut self) {
-        self.table.clear();
+        self.index.clear();
+        self.entries.clear();
         self.bytes = 0;
     }
 }
@@ -249,9 +302,47 @@ impl HandleTable {
         }
     }
 
+    /// Where the entry of `hash` probably is in the main table, with a hint to bring it in;
+    /// [`NOWHERE`] when no entry has its fingerprint. A position goes stale when the table
+    /// changes, and is only ever checked against the key (see [`HandleTable::get_at`]).
+    #[inline]
+    pub(super) fn prefetch(&self, hash: u64) -> u32 {
+        match self.main.index.find(hash, |&i| same_fingerprint(i, hash)) {
+            Some(&i) => {
+                if let Some(e) = self.main.entries.get(pos_of(i)) {
+                    crate::prefetch::prefetch(e);
+                }
+                pos_of(i) as u32
+            }
+            None => NOWHERE,
+        }
+    }
+
+    /// Hints the key bytes and the series of the entry at `pos`, which [`HandleTable::prefetch`]
+    /// gave. Reads that entry: call it once the entry had time to arrive.
+    #[inline]
+    pub(super) fn prefetch_target(&self, pos: u32) {
+        if let Some(e) = self.main.entries.get(pos as usize) {
+            crate::prefetch::prefetch_bytes(e.key.as_ptr(), e.key.len());
+            if let Outcome::Series { series, .. } = &e.res.outcome {
+                series.prefetch();
+            }
+        }
+    }
+
+    /// The entry for `key`, looked for first at `pos` in the main table (from
+    /// [`HandleTable::prefetch`]), which saves a probe when the table has not changed since.
+    #[inline]
+    pub(super) fn get_at(&self, pos: u32, hash: u64, key: Key<'_>) -> Option<&Entry> {
+        match self.main.entries.get(pos as usize) {
+            Some(e) if e.hash == hash && key.matches(&e.key) => Some(e),
+            _ => self.get(hash, key),
+        }
+    }
+
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
-        self.main.table.len() + self.refused.table.len()
+        self.main.entries.len() + self.refused.entries.len()
     }
 
     pub(super) fn clear(&mut self) {
@@ -263,6 +354,122 @@ impl HandleTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn dropped() -> Resolution {
+        Resolution {
+            outcome: Outcome::Dropped,
+            mapped: None,
+            tag_errors: 0,
+            has_labels: false,
+            labels_dropped: 0,
+            sender_overridden: false,
+        }
+    }
+
+    fn name(i: u32) -> Vec<u8> {
+        format!("metric.{i}").into_bytes()
+    }
+
+    /// The entry found for key `i`, told by its `tag_errors`, which each test sets to `i`.
+    fn found(t: &HandleTable, i: u32) -> Option<u32> {
+        let n = name(i);
+        let parts: [&[u8]; 1] = [&n];
+        let key = Key {
+            tag: SHAPE_TAG,
+            parts: &parts,
+        };
+        t.get(t.hash(key), key).map(|e| e.res.tag_errors)
+    }
+
+    fn put(t: &mut HandleTable, i: u32) {
+        let n = name(i);
+        let parts: [&[u8]; 1] = [&n];
+        let key = Key {
+            tag: SHAPE_TAG,
+            parts: &parts,
+        };
+        let res = Resolution {
+            tag_errors: i,
+            ..dropped()
+        };
+        t.insert(t.hash(key), key, res, None);
+    }
+
+    #[test]
+    fn replacing_entries_moves_others_without_losing_any() {
+        // Replacing an entry removes it from the dense vector, which moves the last entry
+        // into its place: every other key must still find its own entry afterwards.
+        let mut t = HandleTable::default();
+        for i in 0..1000 {
+            put(&mut t, i);
+        }
+        for i in (0..1000).step_by(7) {
+            put(&mut t, i);
+        }
+        assert_eq!(t.len(), 1000);
+        for i in 0..1000 {
+            assert_eq!(found(&t, i), Some(i), "key {i}");
+        }
+        assert_eq!(found(&t, 1000), None);
+    }
+
+    #[test]
+    fn a_refused_key_moves_between_tables_and_is_found_in_either() {
+        let mut t = HandleTable::default();
+        for i in 0..10 {
+            put(&mut t, i);
+        }
+        let n = name(3);
+        let parts: [&[u8]; 1] = [&n];
+        let key = Key {
+            tag: SHAPE_TAG,
+            parts: &parts,
+        };
+        let refused = Resolution {
+            outcome: Outcome::Limited {
+                reason: DropReason::ALL[0],
+                room_epoch: NO_RETRY,
+            },
+            tag_errors: 3,
+            ..dropped()
+        };
+        t.insert(t.hash(key), key, refused, None);
+        assert_eq!(t.main.entries.len(), 9);
+        assert_eq!(t.refused.entries.len(), 1);
+        for i in 0..10 {
+            assert_eq!(found(&t, i), Some(i), "key {i}");
+        }
+        put(&mut t, 3);
+        assert_eq!((t.main.entries.len(), t.refused.entries.len()), (10, 0));
+        assert_eq!(found(&t, 3), Some(3));
+    }
+
+    #[test]
+    fn a_full_table_starts_afresh_and_counts_its_key_bytes_again() {
+        let mut keys = Keys::default();
+        let entry = |i: u32| {
+            let n = name(i);
+            let parts: [&[u8]; 1] = [&n];
+            let key = Key {
+                tag: SHAPE_TAG,
+                parts: &parts,
+            };
+            Entry {
+                key: key.to_boxed(),
+                hash: u64::from(i).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                res: dropped(),
+                replay: None,
+            }
+        };
+        for i in 0..4 {
+            keys.insert(entry(i), 4, usize::MAX);
+        }
+        assert_eq!(keys.entries.len(), 4);
+        keys.insert(entry(4), 4, usize::MAX);
+        assert_eq!(keys.entries.len(), 1);
+        assert_eq!(keys.index.len(), 1);
+        assert_eq!(keys.bytes, entry(4).key.len());
+    }
 
     #[test]
     fn an_entry_stays_small() {

@@ -41,7 +41,7 @@ use crate::store::Store;
 use crate::telemetry::catalog;
 
 use counts::{BatchCounts, CountHandles, kind_index};
-use handles::{HandleTable, Key, Outcome, Replay, Resolution, SHAPE_TAG};
+use handles::{HandleTable, Key, NOWHERE, Outcome, Replay, Resolution, SHAPE_TAG};
 use limits::{ValueError, checked_value};
 use sender::Sender;
 
@@ -232,6 +232,29 @@ fn replayable_tail(tail: &[u8]) -> bool {
     rates <= 1
 }
 
+/// A replayable line's shape, hashed as a key.
+#[derive(Clone, Copy)]
+struct Shape<'a> {
+    parts: ReplayParts<'a>,
+    hash: u64,
+    /// Where its entry probably is, once looked up (see [`HandleTable::prefetch`]).
+    pos: u32,
+}
+
+/// The parts of a line shape's key: with a sender label, the sender's address comes first.
+#[inline]
+fn shape_parts<'a>(sender: Option<&'a [u8]>, r: &ReplayParts<'a>) -> ([&'a [u8]; 3], usize) {
+    match sender {
+        None => ([r.name_section, r.tail, &[]], 2),
+        Some(s) => ([s, r.name_section, r.tail], 3),
+    }
+}
+
+/// Lines of a packed datagram whose misses are overlapped (see [`Worker::datagram`]): about
+/// one 1,400-byte datagram of Envoy lines, and few enough that the first line's prefetched
+/// entry is still cached when it is handled.
+const BATCH: usize = 32;
+
 /// Turns received bytes into series updates. One per thread or connection; not shared.
 #[derive(Debug)]
 pub struct Worker {
@@ -269,8 +292,38 @@ impl Worker {
     /// empty pieces as lines too).
     pub fn datagram(&mut self, payload: &[u8]) {
         self.follow_reload();
-        for line in datagram_lines(payload) {
-            self.parse_one(line);
+        let mut lines = datagram_lines(payload);
+        if memchr::memchr(b'\n', payload).is_none() {
+            // One line: nothing to overlap its misses with.
+            for line in lines {
+                self.parse_one(line);
+            }
+            return;
+        }
+        // A packed datagram across many series is bound by memory latency: each line's
+        // entry, key and series are a miss apiece. The lines of a batch have their shapes
+        // hashed first, then every entry prefetched, then what every entry points to, and
+        // only then handled: the misses of a batch overlap instead of queueing.
+        let mut batch: [(&[u8], Option<Shape<'_>>); BATCH] = [(&[], None); BATCH];
+        loop {
+            let mut n = 0;
+            for (slot, line) in batch.iter_mut().zip(lines.by_ref()) {
+                *slot = (line, self.shape(line));
+                n += 1;
+            }
+            let batch = &mut batch[..n];
+            for shape in batch.iter_mut().filter_map(|(_, s)| s.as_mut()) {
+                shape.pos = self.handles.prefetch(shape.hash);
+            }
+            for shape in batch.iter().filter_map(|(_, s)| s.as_ref()) {
+                self.handles.prefetch_target(shape.pos);
+            }
+            for &(line, shape) in batch.iter() {
+                self.handle_line(line, shape);
+            }
+            if n < BATCH {
+                return;
+            }
         }
     }
 
@@ -278,6 +331,26 @@ impl Worker {
     pub fn line(&mut self, line: &[u8]) {
         self.follow_reload();
         self.parse_one(line);
+    }
+
+    /// A line's shape and its hash, when the line may be replayed.
+    #[inline]
+    fn shape<'a>(&self, line: &'a [u8]) -> Option<Shape<'a>> {
+        if !self.replay_enabled || line.is_empty() {
+            return None;
+        }
+        let parts = split_for_replay(line).filter(|r| replayable_tail(r.tail))?;
+        let sender = self.sender_label.as_ref().map(|_| self.sender.key());
+        let (buf, len) = shape_parts(sender, &parts);
+        let hash = self.handles.hash(Key {
+            tag: SHAPE_TAG,
+            parts: &buf[..len],
+        });
+        Some(Shape {
+            parts,
+            hash,
+            pos: NOWHERE,
+        })
     }
 
     /// Switches to a reloaded mapper before the next event, so an event received after a
@@ -293,17 +366,22 @@ impl Worker {
     }
 
     fn parse_one(&mut self, line: &[u8]) {
+        let shape = self.shape(line);
+        self.handle_line(line, shape);
+    }
+
+    /// Handles a line whose shape [`Worker::shape`] found.
+    fn handle_line(&mut self, line: &[u8], shape: Option<Shape<'_>>) {
         self.counts.lines += 1;
         if line.is_empty() {
             return;
         }
-        let replay =
-            split_for_replay(line).filter(|r| self.replay_enabled && replayable_tail(r.tail));
-        if let Some(r) = replay
-            && self.replay(r)
+        if let Some(shape) = shape
+            && self.replay(shape)
         {
             return;
         }
+        let replay = shape.map(|s| s.parts);
         let dialects = self.shared.dialects;
         // Split borrows: the parser needs the counters while the callback needs the rest.
         let mut parse = std::mem::take(&mut self.counts.parse);
@@ -337,22 +415,15 @@ impl Worker {
     /// Replays a known line shape with this line's value. False when the shape is unknown
     /// or stale, or the value does not parse: the caller then runs the grammar.
     #[inline]
-    fn replay(&mut self, r: ReplayParts<'_>) -> bool {
-        // With a sender label, the sender's address is the first part of every key.
-        let (shape, from_sender);
-        let parts: &[&[u8]] = if self.sender_label.is_none() {
-            shape = [r.name_section, r.tail];
-            &shape
-        } else {
-            from_sender = [self.sender.key(), r.name_section, r.tail];
-            &from_sender
-        };
+    fn replay(&mut self, shape: Shape<'_>) -> bool {
+        let r = shape.parts;
+        let sender = self.sender_label.as_ref().map(|_| self.sender.key());
+        let (buf, len) = shape_parts(sender, &r);
         let key = Key {
             tag: SHAPE_TAG,
-            parts,
+            parts: &buf[..len],
         };
-        let hash = self.handles.hash(key);
-        let Some(entry) = self.handles.get(hash, key) else {
+        let Some(entry) = self.handles.get_at(shape.pos, shape.hash, key) else {
             return false;
         };
         let Some(rp) = entry.replay else { return false };
@@ -382,18 +453,11 @@ impl Worker {
     #[cold]
     fn cache_shape(&mut self, r: ReplayParts<'_>, sample: &Sample<'_>) {
         // A copy: the key must not borrow `self`, which resolving borrows mutably.
-        let (sender, shape, from_sender);
-        let parts: &[&[u8]] = if self.sender_label.is_none() {
-            shape = [r.name_section, r.tail];
-            &shape
-        } else {
-            sender = self.sender;
-            from_sender = [sender.key(), r.name_section, r.tail];
-            &from_sender
-        };
+        let sender = self.sender;
+        let (buf, len) = shape_parts(self.sender_label.as_ref().map(|_| sender.key()), &r);
         let key = Key {
             tag: SHAPE_TAG,
-            parts,
+            parts: &buf[..len],
         };
         let replay = Replay {
             stat_type: sample.stat_type,

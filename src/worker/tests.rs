@@ -90,6 +90,38 @@ fn replay_matches_the_grammar_exactly() {
 }
 
 #[test]
+fn packed_datagrams_handled_in_batches_match_the_grammar_line_by_line() {
+    // A packed datagram is handled a batch of lines at a time (shapes hashed, entries
+    // prefetched, then each line handled): first sights, repeats of a shape within one
+    // batch, empty lines and batch boundaries must all come out as line by line.
+    let mut lines = Vec::new();
+    for a in VALUES {
+        for t in TEMPLATES {
+            lines.push(t.replace("{v}", a));
+        }
+        lines.push(String::new());
+        for i in 0..40 {
+            lines.push(format!("many.{i}:{a}|c"));
+            lines.push(format!("many.{i}:{a}|c"));
+        }
+    }
+    let mut fast = worker(Profile::Statsd, true);
+    let mut sizes = [1usize, 2, 31, 32, 33, 64, 65, 7].into_iter().cycle();
+    let mut rest = &lines[..];
+    while !rest.is_empty() {
+        let n = sizes.next().unwrap_or(1).min(rest.len());
+        let (now, later) = rest.split_at(n);
+        fast.datagram(now.join("\n").as_bytes());
+        rest = later;
+    }
+    let fast_text = render_to_string(&fast.shared.store, &[]);
+    let (slow_text, slow_counts) = run(&mut worker(Profile::Statsd, false), &lines);
+    assert_eq!(fast.counts, slow_counts);
+    assert_eq!(fast_text, slow_text);
+    assert!(fast_text.contains("many_39 "), "{fast_text}");
+}
+
+#[test]
 fn replay_matches_for_envoy_tags_last() {
     let lines: Vec<String> = VALUES
         .iter()
