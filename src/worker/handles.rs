@@ -12,13 +12,13 @@
 
 use std::hash::{BuildHasher, Hasher};
 
-use hashbrown::HashTable;
 use metrics::Counter;
 
 use crate::line::StatType;
 use crate::mapping::Action;
 use crate::store::{SeriesRef, Store};
 
+use super::index::{Index, MAX_POSITION};
 use super::limits::{DropReason, ValueError};
 
 /// Upper bounds on remembered keys per worker, in number and in key bytes; beyond either the
@@ -154,47 +154,27 @@ impl Key<'_> {
 
 /// One table of keys and its key bytes.
 ///
-/// The entries live in a dense vector, found through an index of small items (a 32-bit
-/// fingerprint of the hash and the entry's position): the index of 100k keys is a few
-/// hundred KiB that stay in cache, so probing it for the lines of a packed datagram costs
-/// no memory stall, and the entries found can be prefetched together (see
-/// [`HandleTable::prefetch`]) before any of them is read. Entries in hashbrown's own
-/// buckets would have to be read to be found, one stall after another.
+/// The entries live in a dense vector, found through an [`Index`] of 64-bit slots (a
+/// fingerprint of the hash and the entry's position): a packed datagram's lines can then
+/// have their slots, then their entries, then their keys and series prefetched together
+/// (see [`HandleTable::prefetch_slot`]) before any of them is read. Entries found by
+/// reading them, one after another, would each be a stall.
 #[derive(Debug, Default)]
 struct Keys {
-    index: HashTable<u64>,
+    index: Index,
     entries: Vec<Entry>,
     bytes: usize,
-}
-
-/// An index item: the hash's high half as a fingerprint, and the entry's position.
-#[inline]
-fn item(hash: u64, pos: usize) -> u64 {
-    (hash & !0xffff_ffff) | pos as u64
-}
-
-#[inline]
-fn pos_of(item: u64) -> usize {
-    (item & 0xffff_ffff) as usize
-}
-
-#[inline]
-fn same_fingerprint(item: u64, hash: u64) -> bool {
-    (item ^ hash) >> 32 == 0
 }
 
 impl Keys {
     #[inline]
     fn position(&self, hash: u64, key: Key<'_>) -> Option<usize> {
         let entries = &self.entries;
-        self.index
-            .find(hash, |&i| {
-                same_fingerprint(i, hash)
-                    && entries
-                        .get(pos_of(i))
-                        .is_some_and(|e| e.hash == hash && key.matches(&e.key))
-            })
-            .map(|&i| pos_of(i))
+        self.index.find(hash, |pos| {
+            entries
+                .get(pos)
+                .is_some_and(|e| e.hash == hash && key.matches(&e.key))
+        })
     }
 
     #[inline]
@@ -206,33 +186,26 @@ impl Keys {
         let Some(pos) = self.position(hash, key) else {
             return;
         };
-        if let Ok(found) = self.index.find_entry(hash, |&i| pos_of(i) == pos) {
-            found.remove();
-        }
+        self.index.remove(hash, pos);
         let old = self.entries.swap_remove(pos);
         self.bytes -= old.key.len();
-        // The last entry moved into the hole: point its index item there.
+        // The last entry moved into the hole: point its slot there.
         if let Some(moved) = self.entries.get(pos) {
-            let from = self.entries.len();
-            if let Some(i) = self.index.find_mut(moved.hash, |&i| pos_of(i) == from) {
-                *i = item(moved.hash, pos);
-            }
+            self.index.renumber(moved.hash, self.entries.len(), pos);
         }
     }
 
     /// Inserts a new entry, first forgetting everything if the table is at a bound.
     fn insert(&mut self, entry: Entry, max_entries: usize, max_bytes: usize) -> &Entry {
-        if self.entries.len() >= max_entries || self.bytes + entry.key.len() > max_bytes {
+        if self.entries.len() >= max_entries.min(MAX_POSITION)
+            || self.bytes + entry.key.len() > max_bytes
+        {
             self.clear();
         }
         self.bytes += entry.key.len();
         let pos = self.entries.len();
-        let hash = entry.hash;
+        self.index.insert(entry.hash, pos);
         self.entries.push(entry);
-        let entries = &self.entries;
-        self.index.insert_unique(hash, item(hash, pos), |&i| {
-            entries.get(pos_of(i)).map_or(0, |e| e.hash)
-        });
         &self.entries[pos]
     }
 
@@ -302,17 +275,25 @@ impl HandleTable {
         }
     }
 
+    /// Hints the slot where the probe for `hash` starts in the main table: the first of
+    /// three steps ([`HandleTable::prefetch`], then [`HandleTable::prefetch_target`]), each
+    /// taken for a whole batch of lines before the next reads what the previous brought in.
+    #[inline]
+    pub(super) fn prefetch_slot(&self, hash: u64) {
+        self.main.index.prefetch(hash);
+    }
+
     /// Where the entry of `hash` probably is in the main table, with a hint to bring it in;
     /// [`NOWHERE`] when no entry has its fingerprint. A position goes stale when the table
     /// changes, and is only ever checked against the key (see [`HandleTable::get_at`]).
     #[inline]
     pub(super) fn prefetch(&self, hash: u64) -> u32 {
-        match self.main.index.find(hash, |&i| same_fingerprint(i, hash)) {
-            Some(&i) => {
-                if let Some(e) = self.main.entries.get(pos_of(i)) {
+        match self.main.index.find(hash, |_| true) {
+            Some(pos) => {
+                if let Some(e) = self.main.entries.get(pos) {
                     crate::prefetch::prefetch(e);
                 }
-                pos_of(i) as u32
+                pos as u32
             }
             None => NOWHERE,
         }
@@ -468,6 +449,16 @@ mod tests {
         keys.insert(entry(4), 4, usize::MAX);
         assert_eq!(keys.entries.len(), 1);
         assert_eq!(keys.index.len(), 1);
+        assert!(
+            keys.get(
+                entry(4).hash,
+                Key {
+                    tag: SHAPE_TAG,
+                    parts: &[&name(4)]
+                }
+            )
+            .is_some()
+        );
         assert_eq!(keys.bytes, entry(4).key.len());
     }
 

@@ -23,6 +23,7 @@
 mod counts;
 mod first_sight;
 mod handles;
+mod index;
 mod limits;
 mod sender;
 
@@ -301,9 +302,10 @@ impl Worker {
             return;
         }
         // A packed datagram across many series is bound by memory latency: each line's
-        // entry, key and series are a miss apiece. The lines of a batch have their shapes
-        // hashed first, then every entry prefetched, then what every entry points to, and
-        // only then handled: the misses of a batch overlap instead of queueing.
+        // index slot, entry, key and series are a miss apiece. The lines of a batch have
+        // their shapes hashed and slots prefetched first, then every entry, then what every
+        // entry points to, and only then are they handled: the misses of a batch overlap
+        // instead of queueing.
         let mut batch: [(&[u8], Option<Shape<'_>>); BATCH] = [(&[], None); BATCH];
         loop {
             let mut n = 0;
@@ -312,11 +314,28 @@ impl Worker {
                 n += 1;
             }
             let batch = &mut batch[..n];
-            for shape in batch.iter_mut().filter_map(|(_, s)| s.as_mut()) {
-                shape.pos = self.handles.prefetch(shape.hash);
-            }
+            // A run of lines of one shape (a hot series) needs its hints only once.
+            let mut last = None;
             for shape in batch.iter().filter_map(|(_, s)| s.as_ref()) {
-                self.handles.prefetch_target(shape.pos);
+                if last != Some(shape.hash) {
+                    self.handles.prefetch_slot(shape.hash);
+                    last = Some(shape.hash);
+                }
+            }
+            let mut last = None;
+            for shape in batch.iter_mut().filter_map(|(_, s)| s.as_mut()) {
+                shape.pos = match last {
+                    Some((hash, pos)) if hash == shape.hash => pos,
+                    _ => self.handles.prefetch(shape.hash),
+                };
+                last = Some((shape.hash, shape.pos));
+            }
+            let mut last = None;
+            for shape in batch.iter().filter_map(|(_, s)| s.as_ref()) {
+                if last != Some(shape.pos) {
+                    self.handles.prefetch_target(shape.pos);
+                    last = Some(shape.pos);
+                }
             }
             for &(line, shape) in batch.iter() {
                 self.handle_line(line, shape);
