@@ -251,6 +251,42 @@ fn shape_parts<'a>(sender: Option<&'a [u8]>, r: &ReplayParts<'a>) -> ([&'a [u8];
     }
 }
 
+/// How many lines ahead of the one being handled a line's entry is hinted, and then its
+/// key and series (see [`Worker::datagram`]): far enough that each hint has the handling
+/// of a line or two to arrive in.
+const ENTRY_AHEAD: usize = 4;
+const TARGET_AHEAD: usize = 2;
+
+/// Finds where line `j`'s entry probably is and hints it; a line of the same shape as the
+/// one before (a hot series) reuses its position.
+#[inline]
+fn hint_entry(handles: &HandleTable, batch: &mut [(&[u8], Option<Shape<'_>>)], j: usize) {
+    let before = j
+        .checked_sub(1)
+        .and_then(|i| batch.get(i))
+        .and_then(|b| b.1);
+    if let Some((_, Some(shape))) = batch.get_mut(j) {
+        shape.pos = match before {
+            Some(b) if b.hash == shape.hash => b.pos,
+            _ => handles.prefetch(shape.hash),
+        };
+    }
+}
+
+/// Hints line `j`'s key and series, unless the line before has the same entry.
+#[inline]
+fn hint_target(handles: &HandleTable, batch: &[(&[u8], Option<Shape<'_>>)], j: usize) {
+    let before = j
+        .checked_sub(1)
+        .and_then(|i| batch.get(i))
+        .and_then(|b| b.1);
+    if let Some((_, Some(shape))) = batch.get(j)
+        && before.is_none_or(|b| b.pos != shape.pos)
+    {
+        handles.prefetch_target(shape.pos);
+    }
+}
+
 /// Lines of a packed datagram whose misses are overlapped (see [`Worker::datagram`]): about
 /// one 1,400-byte datagram of Envoy lines, and few enough that the first line's prefetched
 /// entry is still cached when it is handled.
@@ -302,42 +338,37 @@ impl Worker {
             return;
         }
         // A packed datagram across many series is bound by memory latency: each line's
-        // index slot, entry, key and series are a miss apiece. The lines of a batch have
-        // their shapes hashed and slots prefetched first, then every entry, then what every
-        // entry points to, and only then are they handled: the misses of a batch overlap
-        // instead of queueing.
+        // index slot, entry, key and series are a miss apiece, and each needs the one
+        // before. So the lines are software-pipelined: all are hashed and their slots
+        // hinted first; then, while line i is handled, line i + ENTRY_AHEAD has its entry
+        // hinted (its slot has arrived) and line i + TARGET_AHEAD its key and series (its
+        // entry has arrived). Each miss then overlaps the handling of the lines before it.
         let mut batch: [(&[u8], Option<Shape<'_>>); BATCH] = [(&[], None); BATCH];
         loop {
             let mut n = 0;
             for (slot, line) in batch.iter_mut().zip(lines.by_ref()) {
-                *slot = (line, self.shape(line));
+                let shape = self.shape(line);
+                if let Some(s) = &shape {
+                    self.handles.prefetch_slot(s.hash);
+                }
+                *slot = (line, shape);
                 n += 1;
             }
             let batch = &mut batch[..n];
-            // A run of lines of one shape (a hot series) needs its hints only once.
-            let mut last = None;
-            for shape in batch.iter().filter_map(|(_, s)| s.as_ref()) {
-                if last != Some(shape.hash) {
-                    self.handles.prefetch_slot(shape.hash);
-                    last = Some(shape.hash);
+            for j in 0..ENTRY_AHEAD.min(n) {
+                hint_entry(&self.handles, batch, j);
+            }
+            for j in 0..TARGET_AHEAD.min(n) {
+                hint_target(&self.handles, batch, j);
+            }
+            for i in 0..n {
+                if i + ENTRY_AHEAD < n {
+                    hint_entry(&self.handles, batch, i + ENTRY_AHEAD);
                 }
-            }
-            let mut last = None;
-            for shape in batch.iter_mut().filter_map(|(_, s)| s.as_mut()) {
-                shape.pos = match last {
-                    Some((hash, pos)) if hash == shape.hash => pos,
-                    _ => self.handles.prefetch(shape.hash),
-                };
-                last = Some((shape.hash, shape.pos));
-            }
-            let mut last = None;
-            for shape in batch.iter().filter_map(|(_, s)| s.as_ref()) {
-                if last != Some(shape.pos) {
-                    self.handles.prefetch_target(shape.pos);
-                    last = Some(shape.pos);
+                if i + TARGET_AHEAD < n {
+                    hint_target(&self.handles, batch, i + TARGET_AHEAD);
                 }
-            }
-            for &(line, shape) in batch.iter() {
+                let (line, shape) = batch[i];
                 self.handle_line(line, shape);
             }
             if n < BATCH {
