@@ -111,14 +111,7 @@ pub(super) fn resolve(
     sample: &Sample<'_>,
 ) -> Resolved {
     let kind = sample.kind();
-    let mut resolution = Resolution {
-        outcome: Outcome::Dropped,
-        mapped: None,
-        tag_errors: 0,
-        has_labels: false,
-        labels_dropped: 0,
-        sender_overridden: false,
-    };
+    let mut resolution = Resolution::dropped();
     let done = |resolution, problem| Resolved {
         resolution,
         problem,

@@ -77,6 +77,18 @@ pub(super) struct Resolution {
 }
 
 impl Resolution {
+    /// A resolution to drop, with nothing counted: what resolving starts from.
+    pub(super) fn dropped() -> Resolution {
+        Resolution {
+            outcome: Outcome::Dropped,
+            mapped: None,
+            tag_errors: 0,
+            has_labels: false,
+            labels_dropped: 0,
+            sender_overridden: false,
+        }
+    }
+
     /// The series expired since, or the store has made room since a limit refused it:
     /// resolve again.
     #[inline]
@@ -336,17 +348,6 @@ impl HandleTable {
 mod tests {
     use super::*;
 
-    fn dropped() -> Resolution {
-        Resolution {
-            outcome: Outcome::Dropped,
-            mapped: None,
-            tag_errors: 0,
-            has_labels: false,
-            labels_dropped: 0,
-            sender_overridden: false,
-        }
-    }
-
     fn name(i: u32) -> Vec<u8> {
         format!("metric.{i}").into_bytes()
     }
@@ -371,7 +372,7 @@ mod tests {
         };
         let res = Resolution {
             tag_errors: i,
-            ..dropped()
+            ..Resolution::dropped()
         };
         t.insert(t.hash(key), key, res, None);
     }
@@ -412,7 +413,7 @@ mod tests {
                 room_epoch: NO_RETRY,
             },
             tag_errors: 3,
-            ..dropped()
+            ..Resolution::dropped()
         };
         t.insert(t.hash(key), key, refused, None);
         assert_eq!(t.main.entries.len(), 9);
@@ -438,7 +439,7 @@ mod tests {
             Entry {
                 key: key.to_boxed(),
                 hash: u64::from(i).wrapping_mul(0x9e37_79b9_7f4a_7c15),
-                res: dropped(),
+                res: Resolution::dropped(),
                 replay: None,
             }
         };

@@ -74,6 +74,14 @@ impl Index {
     /// The first position with `hash`'s fingerprint for which `eq` holds.
     #[inline]
     pub(super) fn find(&self, hash: u64, mut eq: impl FnMut(usize) -> bool) -> Option<usize> {
+        let i = self.probe(hash, |slot| (slot ^ hash) & HIGH == 0 && eq(pos_in(slot)))?;
+        self.slots.get(i).map(|&slot| pos_in(slot))
+    }
+
+    /// The index of the first slot of `hash`'s run for which `hit` holds, before the run's
+    /// end (an empty slot).
+    #[inline]
+    fn probe(&self, hash: u64, mut hit: impl FnMut(u64) -> bool) -> Option<usize> {
         let mask = self.mask();
         let mut i = self.home(hash);
         loop {
@@ -81,8 +89,8 @@ impl Index {
             if slot == EMPTY {
                 return None;
             }
-            if (slot ^ hash) & HIGH == 0 && eq(pos_in(slot)) {
-                return Some(pos_in(slot));
+            if hit(slot) {
+                return Some(i);
             }
             i = (i + 1) & mask;
         }
@@ -151,18 +159,7 @@ impl Index {
 
     fn slot_index(&self, hash: u64, pos: usize) -> Option<usize> {
         let want = slot_of(hash, pos);
-        let mask = self.mask();
-        let mut i = self.home(hash);
-        loop {
-            let slot = *self.slots.get(i)?;
-            if slot == EMPTY {
-                return None;
-            }
-            if slot == want {
-                return Some(i);
-            }
-            i = (i + 1) & mask;
-        }
+        self.probe(hash, |slot| slot == want)
     }
 
     pub(super) fn clear(&mut self) {
