@@ -287,9 +287,9 @@ fn hint_target(handles: &HandleTable, batch: &[(&[u8], Option<Shape<'_>>)], j: u
     }
 }
 
-/// Lines of a packed datagram whose misses are overlapped (see [`Worker::datagram`]): about
+/// Lines of a packed datagram hashed ahead of handling (see [`Worker::datagram`]): about
 /// one 1,400-byte datagram of Envoy lines, and few enough that the first line's prefetched
-/// entry is still cached when it is handled.
+/// index slot is still cached when its entry is looked up.
 const BATCH: usize = 32;
 
 /// Turns received bytes into series updates. One per thread or connection; not shared.
