@@ -278,7 +278,7 @@ impl Series {
     /// Hints that an update of this series comes soon: a worker handling a packed datagram
     /// across many series issues these for the lines ahead, so their cache misses overlap.
     #[inline]
-    pub fn prefetch(&self) {
+    pub(crate) fn prefetch(&self) {
         crate::prefetch::prefetch(self);
     }
 

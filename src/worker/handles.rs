@@ -167,10 +167,10 @@ impl Key<'_> {
 /// One table of keys and its key bytes.
 ///
 /// The entries live in a dense vector, found through an [`Index`] of 64-bit slots (a
-/// fingerprint of the hash and the entry's position): a packed datagram's lines can then
-/// have their slots, then their entries, then their keys and series prefetched together
-/// (see [`HandleTable::prefetch_slot`]) before any of them is read. Entries found by
-/// reading them, one after another, would each be a stall.
+/// fingerprint of the hash and the entry's position): the lines of a packed datagram can
+/// then have their slots, then their entries, then their keys and series prefetched ahead
+/// of handling them (see [`HandleTable::prefetch_slot`]). Entries found by reading them,
+/// one after another, would each be a stall.
 #[derive(Debug, Default)]
 struct Keys {
     index: Index,
@@ -289,7 +289,8 @@ impl HandleTable {
 
     /// Hints the slot where the probe for `hash` starts in the main table: the first of
     /// three steps ([`HandleTable::prefetch`], then [`HandleTable::prefetch_target`]), each
-    /// taken for a whole batch of lines before the next reads what the previous brought in.
+    /// taken some lines ahead of the line being handled, and after the step before it had
+    /// time to bring in what it reads (see `Worker::datagram`).
     #[inline]
     pub(super) fn prefetch_slot(&self, hash: u64) {
         self.main.index.prefetch(hash);
@@ -352,29 +353,29 @@ mod tests {
         format!("metric.{i}").into_bytes()
     }
 
-    /// The entry found for key `i`, told by its `tag_errors`, which each test sets to `i`.
-    fn found(t: &HandleTable, i: u32) -> Option<u32> {
+    /// Calls `f` with the key of name `i`.
+    fn with_key<R>(i: u32, f: impl FnOnce(Key<'_>) -> R) -> R {
         let n = name(i);
         let parts: [&[u8]; 1] = [&n];
-        let key = Key {
+        f(Key {
             tag: SHAPE_TAG,
             parts: &parts,
-        };
-        t.get(t.hash(key), key).map(|e| e.res.tag_errors)
+        })
+    }
+
+    /// The entry found for key `i`, told by its `tag_errors`, which each test sets to `i`.
+    fn found(t: &HandleTable, i: u32) -> Option<u32> {
+        with_key(i, |key| t.get(t.hash(key), key).map(|e| e.res.tag_errors))
     }
 
     fn put(t: &mut HandleTable, i: u32) {
-        let n = name(i);
-        let parts: [&[u8]; 1] = [&n];
-        let key = Key {
-            tag: SHAPE_TAG,
-            parts: &parts,
-        };
         let res = Resolution {
             tag_errors: i,
             ..Resolution::dropped()
         };
-        t.insert(t.hash(key), key, res, None);
+        with_key(i, |key| {
+            t.insert(t.hash(key), key, res, None);
+        });
     }
 
     #[test]
@@ -401,12 +402,6 @@ mod tests {
         for i in 0..10 {
             put(&mut t, i);
         }
-        let n = name(3);
-        let parts: [&[u8]; 1] = [&n];
-        let key = Key {
-            tag: SHAPE_TAG,
-            parts: &parts,
-        };
         let refused = Resolution {
             outcome: Outcome::Limited {
                 reason: DropReason::ALL[0],
@@ -415,7 +410,9 @@ mod tests {
             tag_errors: 3,
             ..Resolution::dropped()
         };
-        t.insert(t.hash(key), key, refused, None);
+        with_key(3, |key| {
+            t.insert(t.hash(key), key, refused, None);
+        });
         assert_eq!(t.main.entries.len(), 9);
         assert_eq!(t.refused.entries.len(), 1);
         for i in 0..10 {
@@ -429,19 +426,11 @@ mod tests {
     #[test]
     fn a_full_table_starts_afresh_and_counts_its_key_bytes_again() {
         let mut keys = Keys::default();
-        let entry = |i: u32| {
-            let n = name(i);
-            let parts: [&[u8]; 1] = [&n];
-            let key = Key {
-                tag: SHAPE_TAG,
-                parts: &parts,
-            };
-            Entry {
-                key: key.to_boxed(),
-                hash: u64::from(i).wrapping_mul(0x9e37_79b9_7f4a_7c15),
-                res: Resolution::dropped(),
-                replay: None,
-            }
+        let entry = |i: u32| Entry {
+            key: with_key(i, |key| key.to_boxed()),
+            hash: u64::from(i).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            res: Resolution::dropped(),
+            replay: None,
         };
         for i in 0..4 {
             keys.insert(entry(i), 4, usize::MAX);
@@ -450,16 +439,7 @@ mod tests {
         keys.insert(entry(4), 4, usize::MAX);
         assert_eq!(keys.entries.len(), 1);
         assert_eq!(keys.index.len(), 1);
-        assert!(
-            keys.get(
-                entry(4).hash,
-                Key {
-                    tag: SHAPE_TAG,
-                    parts: &[&name(4)]
-                }
-            )
-            .is_some()
-        );
+        assert!(with_key(4, |key| keys.get(entry(4).hash, key).is_some()));
         assert_eq!(keys.bytes, entry(4).key.len());
     }
 
