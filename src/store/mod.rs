@@ -48,7 +48,7 @@ pub use options::{
     HistogramOptions, NativeHistogramOptions, Objective, ObserverOptions, SummaryOptions, TextStyle,
 };
 pub use series::Series;
-pub use summary::SummarySnapshot;
+pub use summary::{Observed, SummarySnapshot};
 
 /// A handle to a live series, held by the hot path between events.
 pub type SeriesRef = Arc<Series>;

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::native::NativeBuckets;
 use super::options::{HistogramOptions, SummaryOptions};
-use super::summary::{SlidingSummary, SummarySnapshot};
+use super::summary::{Observed, SlidingSummary, SummarySnapshot};
 
 /// An `f64` updated atomically (bit pattern in an `AtomicU64`).
 #[derive(Debug, Default)]
@@ -316,23 +316,38 @@ impl Series {
         }
     }
 
-    /// Observes `v` `n` times into a histogram or summary. False, and nothing recorded,
+    /// Observes `v` `n` times into a histogram or summary. Refused, and nothing recorded,
     /// when `v` is not finite or the `_sum` would leave the finite range (or the series is
     /// not an observer): a NaN or infinite `_sum` would stay so for the series' life.
+    /// [`Observed::MergeDue`]: a summary's buffer waits for [`Series::merge_due`].
     #[inline]
-    pub fn observe(&self, v: f64, n: u32, clock: &super::clock::CoarseClock, now: u64) -> bool {
+    pub fn observe(&self, v: f64, n: u32, clock: &super::clock::CoarseClock, now: u64) -> Observed {
         if !v.is_finite() {
-            return false;
+            return Observed::Refused;
         }
         match &self.value {
-            SeriesValue::Histogram(h) => h.observe(v, n),
+            SeriesValue::Histogram(h) => {
+                if h.observe(v, n) {
+                    Observed::Recorded
+                } else {
+                    Observed::Refused
+                }
+            }
             SeriesValue::Summary(s) => {
                 // A poisoned lock means a panic inside the estimator; keep serving with
                 // its state rather than losing the series.
                 let mut guard = s.lock().unwrap_or_else(|e| e.into_inner());
                 guard.observe(v, n, clock.instant_at(now))
             }
-            SeriesValue::Counter(_) | SeriesValue::Gauge(_) => false,
+            SeriesValue::Counter(_) | SeriesValue::Gauge(_) => Observed::Refused,
+        }
+    }
+
+    /// Merges a summary's buffer left waiting by [`Series::observe`]; nothing for any other
+    /// series, or when a swap or scrape has merged it already.
+    pub fn merge_due(&self) {
+        if let SeriesValue::Summary(s) = &self.value {
+            s.lock().unwrap_or_else(|e| e.into_inner()).merge_due();
         }
     }
 

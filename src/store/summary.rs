@@ -17,9 +17,15 @@
 //! * `_sum` and `_count` are cumulative over the series' life, never windowed;
 //! * with nothing in the head stream every quantile is NaN.
 //!
+//! The merge can wait, as client_golang's does: a full hot buffer is swapped with a cold one
+//! and [`observe`](SlidingSummary::observe) says so ([`Observed::MergeDue`]); the caller
+//! merges it later with [`merge_due`](SlidingSummary::merge_due), off its busiest moment
+//! (client_golang hands it to a goroutine). Whoever comes first merges it: the next swap
+//! and every snapshot merge a waiting cold buffer before anything else, so the streams see
+//! the same inserts and rotations, in the same order, as a merge done at once, and the
+//! quantiles do not depend on when the merge ran. At most one cold buffer waits per series.
+//!
 //! Differences from client_golang, on purpose:
-//! * the flush is synchronous (client_golang hands it to a goroutine under a mutex; the caller
-//!   here already holds the series' lock, and the result is the same);
 //! * `observe(v, count)` stores one weighted entry: memory and time do not grow with `count`.
 //!   Quantiles stay within the objectives' errors but are not bit-identical to `count`
 //!   separate observations once the stream has compressed; `_sum` grows by `v × count` (one
@@ -61,6 +67,9 @@ pub struct SlidingSummary {
     head: usize,
     /// Observations not yet merged into the streams: (value, weight).
     hot: Vec<(f64, u32)>,
+    /// A full (or expired) hot buffer swapped out and not merged yet, when `cold_due`.
+    cold: Vec<(f64, u32)>,
+    cold_due: bool,
     buf_cap: usize,
     /// Interval boundaries are `start + k × interval`.
     start: Instant,
@@ -74,6 +83,24 @@ pub struct SlidingSummary {
     head_interval: u64,
     sum: f64,
     count: u64,
+}
+
+/// What [`SlidingSummary::observe`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Observed {
+    /// Nothing recorded: the value is not finite or `_sum` would overflow.
+    Refused,
+    /// Recorded.
+    Recorded,
+    /// Recorded, and a buffer now waits for [`SlidingSummary::merge_due`].
+    MergeDue,
+}
+
+impl Observed {
+    /// Whether the observation was recorded.
+    pub fn recorded(self) -> bool {
+        self != Observed::Refused
+    }
 }
 
 /// What a scrape shows of one summary series.
@@ -129,6 +156,8 @@ impl SlidingSummary {
             // Grows on demand up to `buf_cap` and keeps its capacity: no allocation once warm,
             // and an idle series does not hold buf_cap slots.
             hot: Vec::new(),
+            cold: Vec::new(),
+            cold_due: false,
             buf_cap: buf_cap as usize,
             start: now,
             interval_nanos,
@@ -144,30 +173,58 @@ impl SlidingSummary {
 
     /// Records `value` `count` times (count may be 0 = no-op; statsd sampling sends e.g.
     /// count=10 for @0.1). O(1) amortised whatever `count` is; allocation-free once the
-    /// buffers have grown to their working size. Returns false, recording nothing, when
-    /// `value` is not finite or `_sum` would leave the finite range: a NaN or infinite sum
-    /// (or a NaN in the quantile streams) would stay for the series' life.
-    pub fn observe(&mut self, value: f64, count: u32, now: Instant) -> bool {
+    /// buffers have grown to their working size. Refuses, recording nothing, a `value` that
+    /// is not finite or would take `_sum` out of the finite range: a NaN or infinite sum (or
+    /// a NaN in the quantile streams) would stay for the series' life.
+    ///
+    /// [`Observed::MergeDue`] asks for a later [`merge_due`](Self::merge_due); a caller that
+    /// never calls it loses nothing (see the module doc), it only pays for the merge at the
+    /// next swap or snapshot instead.
+    pub fn observe(&mut self, value: f64, count: u32, now: Instant) -> Observed {
         let sum = self.sum + value * f64::from(count);
         if !sum.is_finite() {
-            return false;
+            return Observed::Refused;
         }
         if count == 0 {
-            return true;
+            return Observed::Recorded;
         }
         self.sum = sum;
         self.count = self.count.saturating_add(u64::from(count));
         if self.streams.is_empty() {
-            return true;
+            return Observed::Recorded;
         }
+        let mut due = false;
         if self.hot_end.is_some_and(|end| now > end) {
-            self.flush(now);
+            self.swap(now);
+            due = true;
         }
         self.hot.push((value, count));
         if self.hot.len() >= self.buf_cap {
-            self.flush(now);
+            self.swap(now);
+            due = true;
         }
-        true
+        if due {
+            Observed::MergeDue
+        } else {
+            Observed::Recorded
+        }
+    }
+
+    /// Merges the buffer waiting since an [`Observed::MergeDue`], if it still waits.
+    pub fn merge_due(&mut self) {
+        if !self.cold_due {
+            return;
+        }
+        self.cold_due = false;
+        // Sorted once here rather than once per stream: each stream then receives sorted runs.
+        self.cold.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+        for stream in &mut self.streams {
+            stream.insert_sorted(&self.targets, &self.cold);
+        }
+        self.cold.clear();
+        // `hot_interval` is still the one set by the swap: only a swap moves it, and a swap
+        // merges a waiting buffer first.
+        self.rotate();
     }
 
     /// The quantiles (in the objectives' order), sum and count as of `now`.
@@ -210,21 +267,23 @@ impl SlidingSummary {
     /// Merges the hot buffer into every stream, then rotates the streams up to `now`
     /// (client_golang's `swapBufs` + `flushColdBuf` + `maybeRotateStreams`).
     fn flush(&mut self, now: Instant) {
+        self.swap(now);
+        self.merge_due();
+    }
+
+    /// Makes the hot buffer the cold one, due for a merge that rotates the streams up to
+    /// `now` (client_golang's `swapBufs`, which also waits for the previous merge).
+    fn swap(&mut self, now: Instant) {
+        self.merge_due();
         // The hot buffer's interval only moves forward, even if `now` goes back.
         let interval = self.interval_of(now);
         if interval > self.hot_interval {
             self.hot_interval = interval;
             self.hot_end = self.interval_end(interval);
         }
-        // Sorted once here rather than once per stream: each stream then receives sorted runs.
-        self.hot.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
-        for stream in &mut self.streams {
-            for &(value, weight) in &self.hot {
-                stream.insert(&self.targets, value, f64::from(weight));
-            }
-        }
-        self.hot.clear();
-        self.rotate();
+        // Both keep their capacity: no allocation once warm.
+        std::mem::swap(&mut self.hot, &mut self.cold);
+        self.cold_due = true;
     }
 
     /// Resets the head and advances it once per interval elapsed since the last rotation.
@@ -251,6 +310,7 @@ impl SlidingSummary {
     #[cfg(test)]
     fn internal_samples(&self) -> usize {
         self.hot.len()
+            + self.cold.len()
             + self
                 .streams
                 .iter()

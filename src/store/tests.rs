@@ -219,9 +219,9 @@ fn a_native_histogram_keeps_both_layouts_in_step() {
         .resolve(&spec("nh", SeriesKind::Observer(&hist), &[]))
         .unwrap();
     // 1.5 is native bucket 5 at schema 3 (2^(4/8) < 1.5 <= 2^(5/8)); 0 is the zero bucket.
-    assert!(h.observe(1.5, 3, s.clock(), 0));
-    assert!(h.observe(0.0, 1, s.clock(), 0));
-    assert!(h.observe(-2.0, 1, s.clock(), 0));
+    assert!(h.observe(1.5, 3, s.clock(), 0).recorded());
+    assert!(h.observe(0.0, 1, s.clock(), 0).recorded());
+    assert!(h.observe(-2.0, 1, s.clock(), 0).recorded());
     let (_, snap) = h.histogram_full_snapshot().unwrap();
     let native = snap.native.unwrap();
     assert_eq!(snap.cumulative, vec![2, 5, 5]);
@@ -234,7 +234,7 @@ fn a_native_histogram_keeps_both_layouts_in_step() {
     // that triggers the next halving), and both layouts count every observation.
     let mut v = 0.001;
     for _ in 0..2000 {
-        assert!(h.observe(v, 1, s.clock(), 0));
+        assert!(h.observe(v, 1, s.clock(), 0).recorded());
         v *= 1.013;
     }
     let (_, snap) = h.histogram_full_snapshot().unwrap();
@@ -458,18 +458,18 @@ fn totals_never_become_infinite_or_wrap() {
         .resolve(&spec("h", SeriesKind::Observer(&hist), &[]))
         .unwrap();
     for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
-        assert!(!h.observe(bad, 1, s.clock(), 0), "{bad}");
+        assert!(!h.observe(bad, 1, s.clock(), 0).recorded(), "{bad}");
     }
-    assert!(h.observe(2.0, u32::MAX, s.clock(), 0));
+    assert!(h.observe(2.0, u32::MAX, s.clock(), 0).recorded());
     assert!(
-        !h.observe(f64::MAX, 2, s.clock(), 0),
+        !h.observe(f64::MAX, 2, s.clock(), 0).recorded(),
         "the sum would overflow"
     );
     let super::series::SeriesValue::Histogram(cell) = &h.value else {
         panic!()
     };
     cell.counts[1].store(u64::MAX - 1, Ordering::Relaxed);
-    assert!(h.observe(2.0, 5, s.clock(), 0));
+    assert!(h.observe(2.0, 5, s.clock(), 0).recorded());
     let snap = cell.snapshot();
     let (cum, sum) = (snap.cumulative, snap.sum);
     assert_eq!(cum, vec![0, u64::MAX], "saturates instead of wrapping");

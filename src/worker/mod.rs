@@ -25,6 +25,7 @@ mod first_sight;
 mod handles;
 mod index;
 mod limits;
+mod merges;
 mod sender;
 
 use std::net::IpAddr;
@@ -38,12 +39,13 @@ use crate::line::{
 };
 use crate::logging::LogLimiter;
 use crate::mapping::{Action, LiveMapper, Mapper, Profile};
-use crate::store::Store;
+use crate::store::{Observed, Store};
 use crate::telemetry::catalog;
 
 use counts::{BatchCounts, CountHandles, kind_index};
 use handles::{HandleTable, Key, NOWHERE, Outcome, Replay, Resolution, SHAPE_TAG};
 use limits::{ValueError, checked_value};
+use merges::DeferredMerges;
 use sender::Sender;
 
 pub use limits::SampleLimits;
@@ -129,6 +131,7 @@ impl Workers {
             limits: self.limits,
             handles: HandleTable::default(),
             counts: BatchCounts::default(),
+            merges: DeferredMerges::default(),
             count_handles: CountHandles::new(self.sender_label.is_some()),
             bad_input_log: LogLimiter::new(BAD_INPUT_LOG_PERIOD),
             replay_enabled: true,
@@ -168,7 +171,13 @@ impl Event {
 
 /// Applies one event through a resolution.
 #[inline]
-fn apply(res: &Resolution, ev: Event, shared: &Shared, c: &mut BatchCounts) {
+fn apply(
+    res: &Resolution,
+    ev: Event,
+    shared: &Shared,
+    c: &mut BatchCounts,
+    merges: &mut DeferredMerges,
+) {
     let kind = ev.stat_type.kind();
     c.tags += u64::from(res.has_labels);
     c.tag_errors += u64::from(res.tag_errors);
@@ -201,7 +210,14 @@ fn apply(res: &Resolution, ev: Event, shared: &Shared, c: &mut BatchCounts) {
                     true
                 }
                 StatType::Timer | StatType::Histogram | StatType::Distribution => {
-                    series.observe(v, ev.repeat, store.clock(), now)
+                    match series.observe(v, ev.repeat, store.clock(), now) {
+                        Observed::Refused => false,
+                        Observed::Recorded => true,
+                        Observed::MergeDue => {
+                            merges.push(series);
+                            true
+                        }
+                    }
                 }
             };
             if applied {
@@ -302,6 +318,8 @@ pub struct Worker {
     generation: u64,
     mapper: Arc<Mapper>,
     counts: BatchCounts,
+    /// Summaries whose merges wait for the end of the batch.
+    merges: DeferredMerges,
     count_handles: CountHandles,
     /// One log line per period for bad lines and series that cannot be stored; every one
     /// of them is still counted in the self-metrics.
@@ -496,7 +514,13 @@ impl Worker {
             relative,
             repeat: rp.repeat,
         };
-        apply(&entry.res, ev, &self.shared, &mut self.counts);
+        apply(
+            &entry.res,
+            ev,
+            &self.shared,
+            &mut self.counts,
+            &mut self.merges,
+        );
         true
     }
 
@@ -523,7 +547,13 @@ impl Worker {
         let res = self.resolve(sample);
         if matches!(res.outcome, Outcome::BadValue(_)) {
             // Not remembered: the key's next value may be good, and must create the series.
-            apply(&res, Event::of(sample), &self.shared, &mut self.counts);
+            apply(
+                &res,
+                Event::of(sample),
+                &self.shared,
+                &mut self.counts,
+                &mut self.merges,
+            );
             return;
         }
         let hash = self.handles.hash(key);
@@ -533,6 +563,7 @@ impl Worker {
             Event::of(sample),
             &self.shared,
             &mut self.counts,
+            &mut self.merges,
         );
     }
 
@@ -571,10 +602,12 @@ impl Worker {
         }
     }
 
-    /// Publishes the batch's counts. Call once per batch.
+    /// Ends a batch: publishes its counts and does some of the summary merges put off
+    /// during it. Call once per batch.
     pub fn flush(&mut self) {
         self.follow_reload();
         self.counts.publish(&self.count_handles);
+        self.merges.batch_end();
     }
 
     /// A sample of a line that is not replayable: found by its series identity.
@@ -602,6 +635,7 @@ impl Worker {
                     Event::of(sample),
                     &self.shared,
                     &mut self.counts,
+                    &mut self.merges,
                 );
             }
             _ => self.resolve_and_apply(key, sample, None),

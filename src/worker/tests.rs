@@ -576,3 +576,38 @@ fn every_sender_series_counts_against_the_series_limits() {
     assert_eq!(dropped(&w, limits::DropReason::MaxSeriesPerMetric), 3);
     assert_eq!(w.shared.store.series_count(), 7);
 }
+
+/// Summary merges wait for the end of the batch and are spread over several batches, and
+/// the scrape shows the same quantiles whether the merges ran, waited, or were never run.
+#[test]
+fn summary_merges_wait_for_batch_ends_and_do_not_change_quantiles() {
+    let mut deferred = worker(Profile::Statsd, true);
+    let mut at_once = worker(Profile::Statsd, true);
+    // 600 timers, each filling its 500-observation buffer in the same datagram run.
+    let datagrams: Vec<Vec<u8>> = (0..500)
+        .map(|round| {
+            (0..600)
+                .map(|t| format!("timer_{t}:{}|ms\n", (round * 7 + t * 13) % 1000))
+                .collect::<String>()
+                .into_bytes()
+        })
+        .collect();
+    for d in &datagrams {
+        deferred.datagram(d);
+        at_once.datagram(d);
+        at_once.merges.drain();
+    }
+    assert_eq!(deferred.merges.len(), 600, "every full buffer waits");
+    deferred.flush();
+    let left = deferred.merges.len();
+    // At most 2 ms of merges, a fraction of what 600 take even in a release build.
+    assert!(left > 100 && left < 600, "{left} left");
+    // The scrape merges what still waits.
+    assert_eq!(text(&deferred), text(&at_once));
+    let started = std::time::Instant::now();
+    while deferred.merges.len() > 0 && started.elapsed() < std::time::Duration::from_secs(60) {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        deferred.flush();
+    }
+    assert_eq!(deferred.merges.len(), 0);
+}

@@ -88,6 +88,24 @@ impl CkmsStream {
         }
     }
 
+    /// Adds `(value, weight)` samples sorted by value ([`f64::total_cmp`]), weights > 0.
+    /// When nothing is pending and the batch is exactly a buffer's worth, which is how the
+    /// summary feeds its streams, the batch is merged straight from the slice: the flush
+    /// perks would do after buffering it, without copying it into this stream's buffer first
+    /// (the summary's five streams would each hold a copy).
+    pub(crate) fn insert_sorted(&mut self, targets: &[Target], batch: &[(f64, u32)]) {
+        if self.pending.is_empty() && batch.len() == STREAM_BUF_CAP {
+            self.merge(targets, batch, |&(value, weight)| {
+                (value, f64::from(weight))
+            });
+            self.compress(targets);
+            return;
+        }
+        for &(value, weight) in batch {
+            self.insert(targets, value, f64::from(weight));
+        }
+    }
+
     /// The total weight seen since the last reset.
     pub(crate) fn count(&self) -> f64 {
         self.n + self.pending_weight
@@ -184,25 +202,29 @@ impl CkmsStream {
             return;
         }
         self.sort_pending();
-        self.merge_pending(targets);
-        self.pending.clear();
+        let mut pending = std::mem::take(&mut self.pending);
+        self.merge(targets, &pending, |t| (t.value, t.width));
+        pending.clear();
+        self.pending = pending;
         self.pending_weight = 0.0;
         self.compress(targets);
     }
 
-    /// Merges the sorted pending samples into the tuples in one pass (perks inserts one at a
-    /// time with a slice copy each; the result is the same). A sample inserted before an
-    /// existing tuple gets delta `floor(f(r)) − 1` for its rank `r` at that moment, with `n`
-    /// counting the samples merged so far; one appended past the end gets 0.
-    fn merge_pending(&mut self, targets: &[Target]) {
+    /// Merges sorted samples (`(value, width)` as `sample` reads them; all unmerged, so
+    /// delta 0 and pure) into the tuples in one pass (perks inserts one at a time with a
+    /// slice copy each; the result is the same). A sample inserted before an existing tuple
+    /// gets delta `floor(f(r)) − 1` for its rank `r` at that moment, with `n` counting the
+    /// samples merged so far; one appended past the end gets 0.
+    fn merge<S>(&mut self, targets: &[Target], samples: &[S], sample: impl Fn(&S) -> (f64, f64)) {
         let mut out = std::mem::take(&mut self.scratch);
         out.clear();
-        out.reserve(self.tuples.len() + self.pending.len());
+        out.reserve(self.tuples.len() + samples.len());
         let mut rank = 0.0;
         let mut i = 0;
-        for sample in &self.pending {
+        for s in samples {
+            let (value, width) = sample(s);
             while let Some(existing) = self.tuples.get(i) {
-                if existing.value.total_cmp(&sample.value) == Ordering::Greater {
+                if existing.value.total_cmp(&value) == Ordering::Greater {
                     break;
                 }
                 out.push(*existing);
@@ -210,15 +232,19 @@ impl CkmsStream {
                 i += 1;
             }
             let delta = if i < self.tuples.len() {
-                sample
-                    .delta
-                    .max((invariant(targets, self.n, rank)).floor() - 1.0)
+                // Perks' `max(sample delta, …)` with the unmerged sample's delta of 0.
+                0.0_f64.max(invariant(targets, self.n, rank).floor() - 1.0)
             } else {
                 0.0
             };
-            out.push(Tuple { delta, ..*sample });
-            self.n += sample.width;
-            rank += sample.width;
+            out.push(Tuple {
+                value,
+                width,
+                delta,
+                pure: true,
+            });
+            self.n += width;
+            rank += width;
         }
         out.extend_from_slice(&self.tuples[i..]);
         self.scratch = std::mem::replace(&mut self.tuples, out);
@@ -453,6 +479,52 @@ mod tests {
                 assert_eq!(ours.query(&t, q), literal.query(&t, q));
             }
         }
+    }
+
+    /// Batches merged straight from the caller's slice leave the stream exactly as the same
+    /// samples inserted one by one, whether or not a partial buffer was pending.
+    #[test]
+    fn sorted_batches_match_one_by_one_inserts() {
+        let t = targets();
+        let mut rng = fastrand::Rng::with_seed(13);
+        let mut direct = 0;
+        for round in 0..30 {
+            let mut batched = CkmsStream::default();
+            let mut single = CkmsStream::default();
+            for _ in 0..40 {
+                let len = match rng.u32(0..4) {
+                    0 => rng.usize(1..STREAM_BUF_CAP),
+                    _ => STREAM_BUF_CAP,
+                };
+                let mut batch: Vec<(f64, u32)> = (0..len)
+                    .map(|_| {
+                        let v = f64::from(rng.u32(0..200 + round * 50));
+                        (
+                            v,
+                            if rng.u32(0..20) == 0 {
+                                rng.u32(2..9)
+                            } else {
+                                1
+                            },
+                        )
+                    })
+                    .collect();
+                batch.sort_by(|a, b| a.0.total_cmp(&b.0));
+                direct += usize::from(batched.pending.is_empty() && len == STREAM_BUF_CAP);
+                batched.insert_sorted(&t, &batch);
+                for &(v, w) in &batch {
+                    single.insert(&t, v, f64::from(w));
+                }
+                if rng.u32(0..5) == 0 {
+                    // A snapshot: a partial buffer is merged.
+                    assert_eq!(batched.query(&t, 0.9), single.query(&t, 0.9));
+                }
+                assert_eq!(batched.tuples, single.tuples);
+                assert_eq!(batched.pending, single.pending);
+                assert_eq!(batched.count(), single.count());
+            }
+        }
+        assert!(direct > 300, "{direct} batches merged directly");
     }
 
     #[test]

@@ -276,18 +276,27 @@ fn snapshot_sees_buffered_observations() {
 }
 
 #[test]
-fn full_buffer_is_merged_without_a_snapshot() {
+fn full_buffer_is_swapped_out_and_merged_without_a_snapshot() {
     let t0 = Instant::now();
     let opts = SummaryOptions {
         buf_cap: 10,
         ..SummaryOptions::default()
     };
     let mut s = SlidingSummary::new(&opts, t0);
-    for i in 0..10 {
-        s.observe(f64::from(i), 1, t0);
+    for i in 0..9 {
+        assert_eq!(s.observe(f64::from(i), 1, t0), Observed::Recorded);
     }
+    assert_eq!(s.observe(9.0, 1, t0), Observed::MergeDue);
     assert!(s.hot.is_empty());
+    assert_eq!(
+        s.streams[s.head].count(),
+        0.0,
+        "the merge waits to be asked for"
+    );
+    s.merge_due();
     assert_eq!(s.streams[s.head].count(), 10.0);
+    s.merge_due();
+    assert_eq!(s.streams[s.head].count(), 10.0, "merged once");
     s.observe(1.0, 1, t0);
     assert_eq!(s.hot.len(), 1);
 }
@@ -423,7 +432,7 @@ fn nan_infinities_and_overflowing_sums_are_refused() {
     let (mut count, mut sum) = (0u64, 0.0);
     for i in 0..5_000 {
         let (v, n) = (odd[i % odd.len()], (i % 4) as u32);
-        assert_eq!(s.observe(v, n, t0), v.is_finite(), "{v}");
+        assert_eq!(s.observe(v, n, t0).recorded(), v.is_finite(), "{v}");
         if v.is_finite() {
             count += u64::from(n);
             sum += v * f64::from(n);
@@ -437,10 +446,13 @@ fn nan_infinities_and_overflowing_sums_are_refused() {
     assert!(snap.quantiles.iter().all(|&(_, q)| q.is_finite()));
 
     let mut big = SlidingSummary::new(&default_opts(), t0);
-    assert!(big.observe(f64::MAX, 1, t0));
-    assert!(!big.observe(f64::MAX, 1, t0), "the sum would overflow");
+    assert!(big.observe(f64::MAX, 1, t0).recorded());
     assert!(
-        !big.observe(1e300, u32::MAX, t0),
+        !big.observe(f64::MAX, 1, t0).recorded(),
+        "the sum would overflow"
+    );
+    assert!(
+        !big.observe(1e300, u32::MAX, t0).recorded(),
         "the weighted value overflows"
     );
     let snap = big.snapshot(t0);
@@ -509,12 +521,16 @@ fn an_observation_after_the_interval_end_flushes_the_buffer_first() {
     // Exactly on the boundary still belongs to the first interval (client_golang's `After`).
     s.observe(2.0, 1, t0 + bucket);
     assert_eq!(s.hot.len(), 2);
-    s.observe(3.0, 1, t0 + bucket + Duration::from_nanos(1));
+    assert_eq!(
+        s.observe(3.0, 1, t0 + bucket + Duration::from_nanos(1)),
+        Observed::MergeDue
+    );
     assert_eq!(
         s.hot.len(),
         1,
-        "the old buffer was merged before the new value"
+        "the old buffer was swapped out before the new value"
     );
+    s.merge_due();
     assert_eq!(s.streams[s.head].count(), 2.0);
 }
 
@@ -532,4 +548,94 @@ fn memory_stays_bounded_for_a_long_busy_window() {
     let held = s.internal_samples();
     eprintln!("internal samples after 200k unit observations: {held}");
     assert!(held < 5 * 1_000, "{held} internal samples");
+}
+
+/// A merge put off (for a while, or until the summary's own next swap or snapshot) gives
+/// bit for bit the quantiles of a merge done at once, across interval changes, buffers cut
+/// short by time, and snapshots taken while a buffer waits.
+#[test]
+fn merges_put_off_give_the_quantiles_of_merges_done_at_once() {
+    let opts = SummaryOptions {
+        max_age: Duration::from_secs(10),
+        age_buckets: 5,
+        buf_cap: 50,
+        ..default_opts()
+    };
+    let t0 = Instant::now();
+    let mut rng = fastrand::Rng::with_seed(21);
+    for round in 0..20 {
+        let mut at_once = SlidingSummary::new(&opts, t0);
+        let mut put_off = SlidingSummary::new(&opts, t0);
+        let mut waiting = 0u32;
+        let (mut due, mut merged_late) = (0u32, 0u32);
+        let mut now = t0;
+        for i in 0..20_000 {
+            // Mostly dense observations, now and then a gap that ends buffers early or
+            // rotates streams out.
+            now += match rng.u32(0..1000) {
+                0 => Duration::from_secs(rng.u64(1..15)),
+                1..=20 => Duration::from_millis(rng.u64(1..900)),
+                _ => Duration::ZERO,
+            };
+            let v = rng.f64() * 100.0 + f64::from(round);
+            let count = if rng.u32(0..50) == 0 {
+                rng.u32(2..10)
+            } else {
+                1
+            };
+            if at_once.observe(v, count, now) == Observed::MergeDue {
+                at_once.merge_due();
+            }
+            if put_off.observe(v, count, now) == Observed::MergeDue {
+                due += 1;
+                waiting = rng.u32(0..80);
+            }
+            if waiting > 0 {
+                waiting -= 1;
+                if waiting == 0 {
+                    put_off.merge_due();
+                    merged_late += 1;
+                }
+            }
+            if i % 997 == 0 {
+                let (a, b) = (at_once.snapshot(now), put_off.snapshot(now));
+                let bits = |s: &SummarySnapshot| {
+                    s.quantiles
+                        .iter()
+                        .map(|&(q, v)| (q.to_bits(), v.to_bits()))
+                        .collect::<Vec<_>>()
+                };
+                assert_eq!(bits(&a), bits(&b), "round {round}, observation {i}");
+                assert_eq!((a.sum.to_bits(), a.count), (b.sum.to_bits(), b.count));
+            }
+        }
+        assert!(
+            due > 100 && merged_late > 10,
+            "{due} due, {merged_late} late"
+        );
+    }
+}
+
+/// A buffer waits at most once: a second swap merges the first buffer, so memory stays at
+/// two buffers whatever the caller does.
+#[test]
+fn at_most_one_buffer_waits() {
+    let opts = SummaryOptions {
+        buf_cap: 10,
+        ..default_opts()
+    };
+    let t0 = Instant::now();
+    let mut s = SlidingSummary::new(&opts, t0);
+    let mut due = 0;
+    for i in 0..1_000 {
+        if s.observe(f64::from(i), 1, t0) == Observed::MergeDue {
+            due += 1;
+        }
+        assert!(s.hot.len() + s.cold.len() <= 20);
+    }
+    assert_eq!(due, 100);
+    assert!(s.cold_due);
+    let snap = s.snapshot(t0);
+    assert!(!s.cold_due);
+    assert_eq!(snap.count, 1_000);
 }
