@@ -62,10 +62,9 @@ fn invariant(targets: &[Target], n: f64, r: f64) -> f64 {
 pub(crate) struct CkmsStream {
     /// Total weight merged into `tuples`.
     n: f64,
-    /// Sorted by value (`total_cmp`).
+    /// Sorted by value (`total_cmp`). Merges happen in place, from the end, so a stream holds
+    /// one tuple buffer rather than two.
     tuples: Vec<Tuple>,
-    /// Reused as the merge output, then swapped with `tuples`.
-    scratch: Vec<Tuple>,
     /// Samples not merged yet (width = weight, delta 0).
     pending: Vec<Tuple>,
     pending_weight: f64,
@@ -137,45 +136,20 @@ impl CkmsStream {
         self.query_tuples(targets, q)
     }
 
-    /// The summary feeds sorted batches, so pending is usually one sorted run (the sort below
-    /// then only checks it) or two (a batch left over from a snapshot's partial flush, then
-    /// the next), which are merged in linear time through `scratch` instead of re-sorted.
+    /// The summary feeds sorted batches, so pending is one sorted run (checked in one pass)
+    /// or a few (batches cut short by snapshots), which the stable sort merges as runs. Equal
+    /// values keep their arrival order.
     fn sort_pending(&mut self) {
         if self.pending_sorted {
             return;
         }
         self.pending_sorted = true;
-        let ordered = |a: &Tuple, b: &Tuple| a.value.total_cmp(&b.value) != Ordering::Greater;
-        let split = self
+        if !self
             .pending
-            .windows(2)
-            .position(|w| !ordered(&w[0], &w[1]))
-            .map_or(self.pending.len(), |i| i + 1);
-        let (first, second) = self.pending.split_at(split);
-        if second.is_empty() {
-            return;
+            .is_sorted_by(|a, b| a.value.total_cmp(&b.value) != Ordering::Greater)
+        {
+            self.pending.sort_by(|a, b| a.value.total_cmp(&b.value));
         }
-        if !second.windows(2).all(|w| ordered(&w[0], &w[1])) {
-            self.pending
-                .sort_unstable_by(|a, b| a.value.total_cmp(&b.value));
-            return;
-        }
-        let merged = &mut self.scratch;
-        merged.clear();
-        merged.reserve(self.pending.len());
-        let (mut i, mut j) = (0, 0);
-        while let (Some(a), Some(b)) = (first.get(i), second.get(j)) {
-            if ordered(a, b) {
-                merged.push(*a);
-                i += 1;
-            } else {
-                merged.push(*b);
-                j += 1;
-            }
-        }
-        merged.extend_from_slice(&first[i..]);
-        merged.extend_from_slice(&second[j..]);
-        std::mem::swap(&mut self.pending, &mut self.scratch);
     }
 
     /// Exact weighted quantile of the pending samples: the element at 0-based index
@@ -215,39 +189,61 @@ impl CkmsStream {
     /// slice copy each; the result is the same). A sample inserted before an existing tuple
     /// gets delta `floor(f(r)) − 1` for its rank `r` at that moment, with `n` counting the
     /// samples merged so far; one appended past the end gets 0.
+    ///
+    /// The merge runs from the largest values down, in place, so no second buffer is needed.
+    /// Ranks and counts are sums of integral weights, exact in `f64` below 2^53, so working
+    /// them out from the totals gives the very values perks' forward sums give.
     fn merge<S>(&mut self, targets: &[Target], samples: &[S], sample: impl Fn(&S) -> (f64, f64)) {
-        let mut out = std::mem::take(&mut self.scratch);
-        out.clear();
-        out.reserve(self.tuples.len() + samples.len());
-        let mut rank = 0.0;
-        let mut i = 0;
-        for s in samples {
-            let (value, width) = sample(s);
-            while let Some(existing) = self.tuples.get(i) {
-                if existing.value.total_cmp(&value) == Ordering::Greater {
-                    break;
-                }
-                out.push(*existing);
-                rank += existing.width;
-                i += 1;
-            }
-            let delta = if i < self.tuples.len() {
-                // Perks' `max(sample delta, …)` with the unmerged sample's delta of 0.
-                0.0_f64.max(invariant(targets, self.n, rank).floor() - 1.0)
-            } else {
-                0.0
-            };
-            out.push(Tuple {
-                value,
-                width,
-                delta,
+        let n0 = self.n;
+        let added: f64 = samples.iter().map(|s| sample(s).1).sum();
+        let existing = self.tuples.len();
+        self.tuples.resize(
+            existing + samples.len(),
+            Tuple {
+                value: 0.0,
+                width: 0.0,
+                delta: 0.0,
                 pure: true,
-            });
-            self.n += width;
-            rank += width;
+            },
+        );
+        // `a` existing tuples and `b` samples are still to place; `write` is one past the
+        // next slot to fill.
+        let (mut a, mut b, mut write) = (existing, samples.len(), existing + samples.len());
+        // Weights of the samples placed so far (all larger than what remains).
+        let mut samples_after = 0.0;
+        // Weight of the existing tuples placed so far.
+        let mut existing_after = 0.0;
+        while b > 0 {
+            let (value, width) = sample(&samples[b - 1]);
+            if a > 0 && self.tuples[a - 1].value.total_cmp(&value) == Ordering::Greater {
+                // An existing tuple above this sample moves up.
+                let t = self.tuples[a - 1];
+                existing_after += t.width;
+                self.tuples[write - 1] = t;
+                a -= 1;
+            } else {
+                let before = added - samples_after - width;
+                let delta = if a < existing {
+                    // As perks computes it forwards: rank = existing tuples at or below the
+                    // value plus the samples before it; n = the old total plus those samples.
+                    let rank = (n0 - existing_after) + before;
+                    // Perks' `max(sample delta, …)` with the unmerged sample's delta of 0.
+                    0.0_f64.max(invariant(targets, n0 + before, rank).floor() - 1.0)
+                } else {
+                    0.0
+                };
+                self.tuples[write - 1] = Tuple {
+                    value,
+                    width,
+                    delta,
+                    pure: true,
+                };
+                samples_after += width;
+                b -= 1;
+            }
+            write -= 1;
         }
-        out.extend_from_slice(&self.tuples[i..]);
-        self.scratch = std::mem::replace(&mut self.tuples, out);
+        self.n = n0 + added;
     }
 
     /// Merges each tuple into its successor while `width + successor width + successor delta`
