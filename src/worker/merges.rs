@@ -5,7 +5,7 @@
 //! in step (every Envoy flush carries each timer once), so merging on the spot stalls the
 //! receive thread for all of them at once, long enough for the kernel to drop datagrams.
 //! Instead the worker queues the series and, at the end of each receive batch, merges for
-//! at most an eighth of the time that has passed since the last batch end, spreading the
+//! at most an eighth of the time that has passed (no more than 2 ms saved up), spreading the
 //! work over the time until they fill again. Quantiles do not change: a
 //! summary merges a waiting buffer itself before its next swap or snapshot (see
 //! [`crate::store::summary`]), so the queue only decides when the work is done.
@@ -19,9 +19,10 @@ use crate::store::SeriesRef;
 /// bounded, and a backlog this long means the merges are not keeping up anyway.
 const MAX_QUEUED: usize = 4096;
 
-/// The share of the receive thread's time merges may take: `1 / DUTY`. Measured at 2M lines/s
-/// with 600 summaries filling in step, merging them all at once dropped ~10k lines; spread
-/// at an eighth of the time they finish well before the buffers fill again.
+/// The share of the receive thread's time merges may take: `1 / DUTY`. At 2M lines/s over 10k
+/// Envoy-like series, 600 summaries fill in step every 2.5 s; their merges, ~0.2 s of work
+/// with cold caches, then take ~1.6 s at an eighth, done well before the buffers fill again
+/// (an estimate from the per-merge cost in BENCHMARKS.md, not a measured drain time).
 const DUTY: u32 = 8;
 
 /// Merge time saved up while idle or between merges is capped, so a long quiet spell does
@@ -61,6 +62,11 @@ impl DeferredMerges {
     /// The end of a receive batch: merges queued series while the time budget lasts (the
     /// merge that overdraws it is paid back by later batches).
     pub(super) fn batch_end(&mut self) {
+        if self.queue.is_empty() {
+            // No clock reads for traffic without summaries; the budget this skips accruing
+            // is capped anyway.
+            return;
+        }
         let mut now = Instant::now();
         self.budget =
             (self.budget + now.saturating_duration_since(self.last) / DUTY).min(MAX_BUDGET);
