@@ -1,12 +1,13 @@
 //! Cost of the sliding summary with statsd_exporter's default options (0.5/0.9/0.99,
-//! 10 minutes in 5 buckets, 500-entry buffer): `observe` per event, `snapshot` per scrape.
+//! 10 minutes in 5 buckets, 500-entry buffer): `observe` per event, `snapshot` per scrape;
+//! the CKMS estimator (the default) and the opt-in DDSketch one (`ddsketch_*`, α = 1%).
 
 use std::hint::black_box;
 use std::time::Instant;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use statsgate::store::options::SummaryOptions;
-use statsgate::store::summary::SlidingSummary;
+use statsgate::store::summary::{SketchSummary, SlidingSummary};
 
 /// Enough distinct values that the streams see a realistic spread, few enough to stay in cache.
 const VALUES: usize = 4096;
@@ -48,6 +49,14 @@ fn observe(c: &mut Criterion) {
             i += 1;
         });
     });
+    group.bench_function("ddsketch_random_values", |b| {
+        let mut s = SketchSummary::new(&opts, 0.01, now);
+        let mut i = 0;
+        b.iter(|| {
+            s.observe(black_box(values[i % VALUES]), 1, now);
+            i += 1;
+        });
+    });
     group.finish();
 }
 
@@ -84,6 +93,14 @@ fn snapshot(c: &mut Criterion) {
             },
             BatchSize::SmallInput,
         );
+    });
+
+    group.bench_function("ddsketch_steady_100k", |b| {
+        let mut s = SketchSummary::new(&opts, 0.01, now);
+        for i in 0..100_000 {
+            s.observe(values[i % VALUES], 1, now);
+        }
+        b.iter(|| black_box(s.snapshot(now)));
     });
 
     // Creating a series: what the store pays the first time a name is seen.

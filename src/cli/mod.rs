@@ -15,7 +15,9 @@ use crate::line::Dialects;
 use crate::mapping::profile::ENVOY_DIALECTS;
 use crate::mapping::profile::envoy::TagRuleSet;
 use crate::mapping::{CacheKind, CacheOptions, Profile, parse_go_duration};
-use crate::store::{DEFAULT_MAX_SERIES, DEFAULT_MAX_SERIES_PER_METRIC, StoreOptions};
+use crate::store::{
+    DEFAULT_MAX_SERIES, DEFAULT_MAX_SERIES_PER_METRIC, StoreOptions, SummaryEstimator,
+};
 use crate::worker::{SampleLimits, SenderLabel};
 
 mod remote_write;
@@ -64,6 +66,16 @@ pub enum CacheType {
     Random,
 }
 
+/// Summary quantile estimator (`--statsd.summary-estimator`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum EstimatorName {
+    /// client_golang's CKMS streams: statsd_exporter's quantiles, bit for bit (default).
+    Ckms,
+    /// Logarithmic buckets: each quantile within --statsd.summary-relative-accuracy of the
+    /// exact one; several times cheaper and a fraction of the memory.
+    Ddsketch,
+}
+
 /// Naming profile (`--profile`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ProfileName {
@@ -87,6 +99,16 @@ fn parse_bytes(s: &str) -> Result<usize, String> {
 
 fn parse_duration_flag(s: &str) -> Result<std::time::Duration, String> {
     parse_go_duration(s).ok_or_else(|| format!("{s:?} is not a duration like 200ms, 1s or 1m30s"))
+}
+
+fn parse_relative_accuracy(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        // Below 1e-4 a bucket set spanning twelve decades would need ~140k buckets.
+        Ok(a) if (0.0001..=0.5).contains(&a) => Ok(a),
+        _ => Err(format!(
+            "{s:?} is not a relative accuracy from 0.0001 to 0.5"
+        )),
+    }
 }
 
 fn parse_positive(s: &str) -> Result<usize, String> {
@@ -281,6 +303,14 @@ pub struct Flags {
     #[arg(long = "statsd.max-series-per-metric", default_value_t = DEFAULT_MAX_SERIES_PER_METRIC, value_name = "N")]
     pub statsd_max_series_per_metric: usize,
 
+    /// How summaries (timers, histograms and distributions not mapped to observer_type histogram) estimate their quantiles: ckms, statsd_exporter's own, or ddsketch, each quantile within --statsd.summary-relative-accuracy of the exact one, several times cheaper per observation and a fraction of the memory.
+    #[arg(long = "statsd.summary-estimator", default_value = "ckms", value_enum)]
+    pub statsd_summary_estimator: EstimatorName,
+
+    /// With --statsd.summary-estimator=ddsketch: the relative error allowed on each quantile's value (0.0001 to 0.5).
+    #[arg(long = "statsd.summary-relative-accuracy", default_value = "0.01", value_parser = parse_relative_accuracy, value_name = "FRACTION")]
+    pub statsd_summary_relative_accuracy: f64,
+
     /// Maximum number of tags on one line (0 = no limit); a line with more is dropped and counted.
     #[arg(long = "statsd.max-tags-per-line", default_value_t = SampleLimits::DEFAULT_MAX_TAGS_PER_LINE, value_name = "N")]
     pub statsd_max_tags_per_line: usize,
@@ -455,11 +485,18 @@ impl Flags {
         }
     }
 
-    /// The store's series limits (`--statsd.max-series`, `--statsd.max-series-per-metric`).
+    /// The store's series limits (`--statsd.max-series`, `--statsd.max-series-per-metric`)
+    /// and summary estimator (`--statsd.summary-estimator`).
     pub fn store_options(&self) -> StoreOptions {
         StoreOptions {
             max_series: self.statsd_max_series,
             max_series_per_metric: self.statsd_max_series_per_metric,
+            summary_estimator: match self.statsd_summary_estimator {
+                EstimatorName::Ckms => SummaryEstimator::Ckms,
+                EstimatorName::Ddsketch => SummaryEstimator::DdSketch {
+                    relative_accuracy: self.statsd_summary_relative_accuracy,
+                },
+            },
             ..StoreOptions::default()
         }
     }
@@ -594,6 +631,37 @@ mod tests {
         assert_eq!(f.store_options().max_series, 0);
         assert_eq!(f.sample_limits(), SampleLimits::UNLIMITED);
         assert!(parse(&["--statsd.max-series=-1"]).is_err());
+    }
+
+    #[test]
+    fn the_summary_estimator_is_ckms_unless_asked() {
+        assert_eq!(
+            parse(&[]).unwrap().store_options().summary_estimator,
+            SummaryEstimator::Ckms
+        );
+        let f = parse(&["--statsd.summary-estimator=ddsketch"]).unwrap();
+        assert_eq!(
+            f.store_options().summary_estimator,
+            SummaryEstimator::DdSketch {
+                relative_accuracy: 0.01
+            }
+        );
+        let f = parse(&[
+            "--statsd.summary-estimator",
+            "ddsketch",
+            "--statsd.summary-relative-accuracy=0.05",
+        ])
+        .unwrap();
+        assert_eq!(
+            f.store_options().summary_estimator,
+            SummaryEstimator::DdSketch {
+                relative_accuracy: 0.05
+            }
+        );
+        for bad in ["0", "0.6", "-0.01", "NaN", "1%"] {
+            assert!(parse(&[&format!("--statsd.summary-relative-accuracy={bad}")]).is_err());
+        }
+        assert!(parse(&["--statsd.summary-estimator=tdigest"]).is_err());
     }
 
     #[test]

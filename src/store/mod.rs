@@ -45,7 +45,8 @@ pub use clock::CoarseClock;
 use crate::telemetry::catalog;
 use index::SeriesIndex;
 pub use options::{
-    HistogramOptions, NativeHistogramOptions, Objective, ObserverOptions, SummaryOptions, TextStyle,
+    HistogramOptions, NativeHistogramOptions, Objective, ObserverOptions, SummaryEstimator,
+    SummaryOptions, TextStyle,
 };
 pub use series::Series;
 pub use summary::{Observed, SummarySnapshot};
@@ -294,6 +295,8 @@ pub struct StoreOptions {
     /// Most series of one family; 0 means no limit. Default
     /// [`DEFAULT_MAX_SERIES_PER_METRIC`].
     pub max_series_per_metric: usize,
+    /// How summary series estimate their quantiles. Default [`SummaryEstimator::Ckms`].
+    pub summary_estimator: SummaryEstimator,
 }
 
 impl Default for StoreOptions {
@@ -303,6 +306,7 @@ impl Default for StoreOptions {
             reserved_names: Vec::new(),
             max_series: DEFAULT_MAX_SERIES,
             max_series_per_metric: DEFAULT_MAX_SERIES_PER_METRIC,
+            summary_estimator: SummaryEstimator::default(),
         }
     }
 }
@@ -365,6 +369,7 @@ pub struct Store {
     ttl_series: AtomicUsize,
     max_series: usize,
     max_series_per_metric: usize,
+    summary_estimator: SummaryEstimator,
     /// Live families by type, in [`FAMILY_TYPES`] order.
     families_by_type: [AtomicUsize; 4],
     /// Bumped by every expiry pass that removed a series: room may have been made.
@@ -420,6 +425,7 @@ impl Store {
             ttl_series: AtomicUsize::new(0),
             max_series: opts.max_series,
             max_series_per_metric: opts.max_series_per_metric,
+            summary_estimator: opts.summary_estimator,
             families_by_type: Default::default(),
             room_epoch: AtomicU64::new(0),
             next_expiry_ms: AtomicU64::new(u64::MAX),
@@ -570,11 +576,13 @@ impl Store {
                 Series::histogram(labels, h, now, ttl_ms)
             }
             (_, Some(ObserverOptions::Summary(s))) => {
-                Series::summary(labels, s, now, ttl_ms, self.clock.instant_at(now))
+                let at = self.clock.instant_at(now);
+                Series::summary(labels, s, self.summary_estimator, now, ttl_ms, at)
             }
             (_, _) => Series::summary(
                 labels,
                 &SummaryOptions::default(),
+                self.summary_estimator,
                 now,
                 ttl_ms,
                 self.clock.instant_at(now),

@@ -48,6 +48,23 @@ impl Default for SummaryOptions {
     }
 }
 
+/// How summary series estimate their quantiles, for the whole gateway
+/// (`--statsd.summary-estimator`).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum SummaryEstimator {
+    /// client_golang's CKMS streams: statsd_exporter's quantiles bit for bit, each within
+    /// its objective's rank error.
+    #[default]
+    Ckms,
+    /// Logarithmic buckets (DDSketch): each quantile's value within `relative_accuracy` of
+    /// the exact quantile of the window, several times cheaper per observation and a small
+    /// fraction of the memory; opt-in because it is not what statsd_exporter reports.
+    DdSketch {
+        /// The relative error bound α, in (0, 1).
+        relative_accuracy: f64,
+    },
+}
+
 /// Prometheus' `DefBuckets`, the default histogram layout.
 pub const DEFAULT_BUCKETS: [f64; 11] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,

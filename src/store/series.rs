@@ -4,8 +4,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::native::NativeBuckets;
-use super::options::{HistogramOptions, SummaryOptions};
-use super::summary::{Observed, SlidingSummary, SummarySnapshot};
+use super::options::{HistogramOptions, SummaryEstimator, SummaryOptions};
+use super::summary::{Observed, Summary, SummarySnapshot};
 
 /// An `f64` updated atomically (bit pattern in an `AtomicU64`).
 #[derive(Debug, Default)]
@@ -184,7 +184,7 @@ pub(crate) enum SeriesValue {
     /// Boxed like the summary, to keep scalar series small.
     Histogram(Box<HistogramCell>),
     /// Boxed: the estimator is ~200 bytes, and inline it would make every counter that big.
-    Summary(Box<Mutex<SlidingSummary>>),
+    Summary(Box<Mutex<Summary>>),
 }
 
 /// A series: its sorted labels, its value, and what TTL expiry needs.
@@ -231,11 +231,12 @@ impl Series {
     pub(crate) fn summary(
         labels: super::Labels,
         opts: &SummaryOptions,
+        estimator: SummaryEstimator,
         now: u64,
         ttl_ms: u64,
         at: std::time::Instant,
     ) -> Self {
-        let s = SlidingSummary::new(opts, at);
+        let s = Summary::new(opts, estimator, at);
         Self::with(
             labels,
             SeriesValue::Summary(Box::new(Mutex::new(s))),

@@ -41,11 +41,13 @@
 //!   saturates at `u64::MAX`.
 
 mod ckms;
+mod sketch;
 
 use std::time::{Duration, Instant};
 
-use crate::store::options::SummaryOptions;
+use crate::store::options::{SummaryEstimator, SummaryOptions};
 use ckms::{CkmsStream, Target};
+pub use sketch::SketchSummary;
 
 /// client_golang's `DefMaxAge`.
 const DEFAULT_MAX_AGE: Duration = Duration::from_secs(600);
@@ -71,9 +73,8 @@ pub struct SlidingSummary {
     cold: Vec<(f64, u32)>,
     cold_due: bool,
     buf_cap: usize,
-    /// Interval boundaries are `start + k × interval`.
-    start: Instant,
-    interval_nanos: u128,
+    /// Where the window's intervals fall.
+    intervals: Intervals,
     /// The interval the hot buffer belongs to (client_golang's `hotBufExpTime` is its end).
     hot_interval: u64,
     /// The end of `hot_interval`, cached so `observe` compares instants instead of dividing;
@@ -103,6 +104,51 @@ impl Observed {
     }
 }
 
+/// A summary series' state under the estimator the gateway was started with.
+#[derive(Debug)]
+pub enum Summary {
+    /// client_golang's CKMS streams, statsd_exporter's quantiles bit for bit (the default).
+    Ckms(SlidingSummary),
+    /// The opt-in relative-error sketch (see [`SketchSummary`]).
+    Sketch(SketchSummary),
+}
+
+impl Summary {
+    /// An empty summary whose first interval starts at `now`.
+    pub fn new(opts: &SummaryOptions, estimator: SummaryEstimator, now: Instant) -> Summary {
+        match estimator {
+            SummaryEstimator::Ckms => Summary::Ckms(SlidingSummary::new(opts, now)),
+            SummaryEstimator::DdSketch { relative_accuracy } => {
+                Summary::Sketch(SketchSummary::new(opts, relative_accuracy, now))
+            }
+        }
+    }
+
+    /// See [`SlidingSummary::observe`]; the sketch never asks for a merge.
+    #[inline]
+    pub fn observe(&mut self, value: f64, count: u32, now: Instant) -> Observed {
+        match self {
+            Summary::Ckms(s) => s.observe(value, count, now),
+            Summary::Sketch(s) => s.observe(value, count, now),
+        }
+    }
+
+    /// See [`SlidingSummary::merge_due`].
+    pub fn merge_due(&mut self) {
+        if let Summary::Ckms(s) = self {
+            s.merge_due();
+        }
+    }
+
+    /// The quantiles (in the objectives' order), sum and count as of `now`.
+    pub fn snapshot(&mut self, now: Instant) -> SummarySnapshot {
+        match self {
+            Summary::Ckms(s) => s.snapshot(now),
+            Summary::Sketch(s) => s.snapshot(now),
+        }
+    }
+}
+
 /// What a scrape shows of one summary series.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SummarySnapshot {
@@ -118,23 +164,12 @@ pub struct SummarySnapshot {
 impl SlidingSummary {
     /// Creates an empty summary whose first interval starts at `now`.
     pub fn new(opts: &SummaryOptions, now: Instant) -> SlidingSummary {
-        let max_age = if opts.max_age.is_zero() {
-            DEFAULT_MAX_AGE
-        } else {
-            opts.max_age
-        };
-        let age_buckets = if opts.age_buckets == 0 {
-            DEFAULT_AGE_BUCKETS
-        } else {
-            opts.age_buckets
-        };
+        let (intervals, age_buckets) = Intervals::new(opts, now);
         let buf_cap = if opts.buf_cap == 0 {
             DEFAULT_BUF_CAP
         } else {
             opts.buf_cap
         };
-        // At least 1ns, so the interval arithmetic never divides by zero.
-        let interval_nanos = (max_age.as_nanos() / u128::from(age_buckets)).max(1);
         let targets: Vec<Target> = opts
             .objectives
             .iter()
@@ -159,15 +194,14 @@ impl SlidingSummary {
             cold: Vec::new(),
             cold_due: false,
             buf_cap: buf_cap as usize,
-            start: now,
-            interval_nanos,
+            intervals,
             hot_interval: 0,
             hot_end: None,
             head_interval: 0,
             sum: 0.0,
             count: 0,
         };
-        summary.hot_end = summary.interval_end(0);
+        summary.hot_end = summary.intervals.end(0);
         summary
     }
 
@@ -246,24 +280,6 @@ impl SlidingSummary {
         }
     }
 
-    /// The interval `now` falls in: interval k is `(start + k×d, start + (k+1)×d]`, so an
-    /// instant exactly on a boundary still belongs to the earlier one (client_golang compares
-    /// with `After`). Instants before `start` count as interval 0.
-    fn interval_of(&self, now: Instant) -> u64 {
-        let elapsed = now.saturating_duration_since(self.start).as_nanos();
-        let k = elapsed.div_ceil(self.interval_nanos).saturating_sub(1);
-        u64::try_from(k).unwrap_or(u64::MAX)
-    }
-
-    /// `start + (interval + 1) × d`, or `None` if that overflows.
-    fn interval_end(&self, interval: u64) -> Option<Instant> {
-        let nanos = (u128::from(interval) + 1).checked_mul(self.interval_nanos)?;
-        let secs = u64::try_from(nanos / 1_000_000_000).ok()?;
-        // The remainder is below 10^9, so it fits in u32.
-        let sub = (nanos % 1_000_000_000) as u32;
-        self.start.checked_add(Duration::new(secs, sub))
-    }
-
     /// Merges the hot buffer into every stream, then rotates the streams up to `now`
     /// (client_golang's `swapBufs` + `flushColdBuf` + `maybeRotateStreams`).
     fn flush(&mut self, now: Instant) {
@@ -276,10 +292,10 @@ impl SlidingSummary {
     fn swap(&mut self, now: Instant) {
         self.merge_due();
         // The hot buffer's interval only moves forward, even if `now` goes back.
-        let interval = self.interval_of(now);
+        let interval = self.intervals.of(now);
         if interval > self.hot_interval {
             self.hot_interval = interval;
-            self.hot_end = self.interval_end(interval);
+            self.hot_end = self.intervals.end(interval);
         }
         // Both keep their capacity: no allocation once warm.
         std::mem::swap(&mut self.hot, &mut self.cold);
@@ -316,6 +332,52 @@ impl SlidingSummary {
                 .iter()
                 .map(CkmsStream::tuple_count)
                 .sum::<usize>()
+    }
+}
+
+/// The window's intervals, as client_golang counts them from a series' creation: interval
+/// `k` is `(start + k×d, start + (k+1)×d]` with `d = max_age / age_buckets`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Intervals {
+    start: Instant,
+    /// `d` in nanoseconds; at least 1, so the arithmetic never divides by zero.
+    nanos: u128,
+}
+
+impl Intervals {
+    /// The intervals of a window starting at `now`, and the age bucket count, with
+    /// client_golang's defaults for zero `max_age` or `age_buckets`.
+    pub(crate) fn new(opts: &SummaryOptions, now: Instant) -> (Intervals, u32) {
+        let max_age = if opts.max_age.is_zero() {
+            DEFAULT_MAX_AGE
+        } else {
+            opts.max_age
+        };
+        let age_buckets = if opts.age_buckets == 0 {
+            DEFAULT_AGE_BUCKETS
+        } else {
+            opts.age_buckets
+        };
+        let nanos = (max_age.as_nanos() / u128::from(age_buckets)).max(1);
+        (Intervals { start: now, nanos }, age_buckets)
+    }
+
+    /// The interval `now` falls in: interval k is `(start + k×d, start + (k+1)×d]`, so an
+    /// instant exactly on a boundary still belongs to the earlier one (client_golang compares
+    /// with `After`). Instants before `start` count as interval 0.
+    pub(crate) fn of(&self, now: Instant) -> u64 {
+        let elapsed = now.saturating_duration_since(self.start).as_nanos();
+        let k = elapsed.div_ceil(self.nanos).saturating_sub(1);
+        u64::try_from(k).unwrap_or(u64::MAX)
+    }
+
+    /// `start + (interval + 1) × d`, or `None` if that overflows.
+    pub(crate) fn end(&self, interval: u64) -> Option<Instant> {
+        let nanos = (u128::from(interval) + 1).checked_mul(self.nanos)?;
+        let secs = u64::try_from(nanos / 1_000_000_000).ok()?;
+        // The remainder is below 10^9, so it fits in u32.
+        let sub = (nanos % 1_000_000_000) as u32;
+        self.start.checked_add(Duration::new(secs, sub))
     }
 }
 
