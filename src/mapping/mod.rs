@@ -284,6 +284,12 @@ impl Mapper {
 
     /// Cached lookup, keyed by `(kind, name)`; misses are cached too. A hit does not allocate.
     pub fn map(&self, name: &str, kind: EventKind) -> Option<Arc<Mapping>> {
+        // Without rules every answer is "unmapped": a cache would only cost each new name a
+        // hash, an insert and an eviction (the gateway's defaults and the Envoy profiles run
+        // so, and meet a whole fleet's names at start).
+        if self.rules.is_empty() {
+            return None;
+        }
         let Some(cache) = &self.cache else {
             return self.map_uncached(name, kind);
         };

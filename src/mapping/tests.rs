@@ -139,6 +139,19 @@ fn misses_are_cached_and_keyed_by_kind() {
 }
 
 #[test]
+fn a_mapper_without_rules_leaves_its_cache_alone() {
+    for m in [
+        Mapper::empty(CacheOptions::default()),
+        mapper("defaults:\n  ttl: 1m\n"),
+    ] {
+        for i in 0..100 {
+            assert!(m.map(&format!("envoy.n{i}"), EventKind::Counter).is_none());
+        }
+        assert_eq!(m.cache.as_ref().map(|c| c.len()), Some(0));
+    }
+}
+
+#[test]
 fn one_glob_yields_distinct_cached_names() {
     for kind in [CacheKind::Lru, CacheKind::Random] {
         for size in [0, 1, 1000] {

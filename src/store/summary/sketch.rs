@@ -408,13 +408,13 @@ const DENSE_WALK: usize = 8192;
 /// counts there, until `visit` returns false. Gaps between the runs are skipped, so a window
 /// whose intervals saw values many decades apart costs no more than its buckets.
 fn walk(runs: &[&Buckets], descending: bool, mut visit: impl FnMut(i32, u64) -> bool) {
-    let span = runs
-        .iter()
-        .filter(|b| !b.counts.is_empty())
-        .fold(None, |acc: Option<(i32, i32)>, b| match acc {
-            None => Some((b.offset, b.high())),
-            Some((lo, hi)) => Some((b.offset.min(lo), b.high().max(hi))),
-        });
+    let span =
+        runs.iter()
+            .filter(|b| !b.counts.is_empty())
+            .fold(None, |acc: Option<(i32, i32)>, b| match acc {
+                None => Some((b.offset, b.high())),
+                Some((lo, hi)) => Some((b.offset.min(lo), b.high().max(hi))),
+            });
     let Some((low, high)) = span else { return };
     let len = (i64::from(high) - i64::from(low) + 1) as usize;
     if len <= DENSE_WALK {
