@@ -201,6 +201,8 @@ fn status_page_shows_the_traffic_the_gateway_received() {
             .is_some_and(|r| !r.is_empty())
     );
     assert_eq!(s["config"]["profile"], "statsd");
+    assert_eq!(s["config"]["summary_estimator"], "ckms");
+    assert!(s["config"]["summary_relative_accuracy"].is_null());
     assert_eq!(s["config"]["mapping_file"], mapping.display().to_string());
     assert_eq!(s["config"]["mapping_rules"], 2);
     assert_eq!(s["config"]["last_reload"], Value::Null);
@@ -271,6 +273,10 @@ fn status_page_shows_the_traffic_the_gateway_received() {
     assert_eq!(code, 200);
     assert_eq!(keyed(&html, "series.count"), "325");
     assert_eq!(keyed(&html, "ingest.lines_total"), "325");
+    assert!(
+        html.contains("<th scope=\"row\">Summary estimator</th><td>ckms</td>"),
+        "the estimator in the configuration table"
+    );
     let rows = table_rows(&html, "top");
     assert_eq!(rows.len(), 20);
     assert_eq!(rows[0][..4], ["1", "load_m24", "counter", "25"]);

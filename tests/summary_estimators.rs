@@ -123,6 +123,25 @@ fn ddsketch_quantiles_are_within_the_relative_accuracy_and_ckms_within_its_objec
         assert!((got_sum - sum).abs() <= sum * 1e-12, "{got_sum} vs {sum}");
         promtool_check(&s.text);
     }
+    // The status API says which estimator each gateway runs.
+    for (gw, name, accuracy) in [
+        (&ckms, "ckms", None),
+        (&sketch, "ddsketch", Some(0.01)),
+        (&coarse, "ddsketch", Some(0.05)),
+    ] {
+        let (code, body) = gw.get("/api/v1/status");
+        assert_eq!(code, 200);
+        let status: serde_json::Value = serde_json::from_str(&body).expect("JSON status");
+        assert_eq!(status["config"]["summary_estimator"], name);
+        assert_eq!(
+            status["config"]["summary_relative_accuracy"].as_f64(),
+            accuracy
+        );
+    }
+    let (_, page) = coarse.get("/");
+    assert!(page.contains(
+        "<th scope=\"row\">Summary estimator</th><td>ddsketch (relative accuracy 0.05)</td>"
+    ));
     // statsd_exporter's default objectives, each checked by its own measure.
     for (q, rank_bound) in [(0.5, 0.05), (0.9, 0.01), (0.99, 0.001)] {
         let key = format!("api_request_time{{quantile=\"{q}\"}}");

@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use crate::ingest::Listener;
 use crate::mapping::LiveMapper;
-use crate::store::{FamilyType, Store};
+use crate::store::{FamilyType, Store, SummaryEstimator};
 use crate::telemetry::catalog::{self, Family};
 use crate::telemetry::rates::{RATE_WINDOW, RateWindow, SAMPLE_INTERVAL};
 use crate::telemetry::{SelfSample, Telemetry};
@@ -214,6 +214,10 @@ pub struct ConfigInfo {
     pub mapping_rules: usize,
     /// The last reload of the mapping file; `None` before the first.
     pub last_reload: Option<ReloadInfo>,
+    /// `--statsd.summary-estimator`: `ckms` or `ddsketch`.
+    pub summary_estimator: String,
+    /// `--statsd.summary-relative-accuracy` with `ddsketch`; `None` with `ckms`.
+    pub summary_relative_accuracy: Option<f64>,
 }
 
 /// One statsd listener.
@@ -457,6 +461,15 @@ impl Inner {
                         rules: r.outcome.as_ref().ok().copied(),
                         error: r.outcome.err(),
                     }),
+                summary_estimator: match store.summary_estimator() {
+                    SummaryEstimator::Ckms => "ckms",
+                    SummaryEstimator::DdSketch { .. } => "ddsketch",
+                }
+                .to_string(),
+                summary_relative_accuracy: match store.summary_estimator() {
+                    SummaryEstimator::Ckms => None,
+                    SummaryEstimator::DdSketch { relative_accuracy } => Some(relative_accuracy),
+                },
             },
             ingest: IngestInfo {
                 window_seconds: rates.map(|r| r.span.as_secs_f64()),
@@ -730,6 +743,11 @@ pub fn render_html(status: &Status, telemetry_path: &str) -> String {
         "</table></section><section><h2>Configuration</h2><table>"
     );
     info_row(&mut out, "Profile", &escape(&c.profile));
+    let estimator = match c.summary_relative_accuracy {
+        Some(a) => format!("{} (relative accuracy {a})", c.summary_estimator),
+        None => c.summary_estimator.clone(),
+    };
+    info_row(&mut out, "Summary estimator", &escape(&estimator));
     for l in &c.listeners {
         info_row(
             &mut out,

@@ -450,6 +450,11 @@ impl Store {
         self.max_series
     }
 
+    /// How summary series estimate their quantiles (`--statsd.summary-estimator`).
+    pub fn summary_estimator(&self) -> SummaryEstimator {
+        self.summary_estimator
+    }
+
     /// Number of live families of type `t`.
     pub fn family_count(&self, t: FamilyType) -> usize {
         self.families_by_type[type_index(t)].load(Ordering::Relaxed)
