@@ -135,6 +135,12 @@ fn run(flags: Flags) -> Result<()> {
 
     let telemetry = Telemetry::install()?;
     ingest::raise_descriptor_limit();
+    if !ingest::pad_heap_growth() {
+        tracing::debug!(
+            step = ingest::HEAP_GROWTH_STEP,
+            "heap growth step left to the C library"
+        );
+    }
     let mapper = Arc::new(load_mapper()?);
     let store = Arc::new(Store::new(StoreOptions {
         reserved_names: telemetry::reserved_names(),

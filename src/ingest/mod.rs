@@ -40,6 +40,7 @@ use std::time::Duration;
 pub use relay::{RelayError, RelayTarget, Relayed, RelayedSink};
 pub use socket::{DEFAULT_READ_BUFFER, ReadBuffer, parse_listen_address};
 pub(crate) use sys::descriptor_limit;
+pub use sys::{HEAP_GROWTH_STEP, pad_heap_growth};
 pub use tcp::{
     DEFAULT_TCP_IDLE_TIMEOUT, DEFAULT_TCP_MAX_CONNECTIONS, RESERVED_DESCRIPTORS, TCP_MAX_LINE,
     TcpOptions, raise_descriptor_limit, start_tcp,
