@@ -103,10 +103,11 @@ fn parse_duration_flag(s: &str) -> Result<std::time::Duration, String> {
 
 fn parse_relative_accuracy(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
-        // Below 1e-4 a bucket set spanning twelve decades would need ~140k buckets.
-        Ok(a) if (0.0001..=0.5).contains(&a) => Ok(a),
+        // Memory bound: 1e-3 lets a summary hold up to ~1.1 MB of buckets (five age buckets,
+        // values over twelve decades of either sign); 1e-4 would allow ~11 MB.
+        Ok(a) if (0.001..=0.5).contains(&a) => Ok(a),
         _ => Err(format!(
-            "{s:?} is not a relative accuracy from 0.0001 to 0.5"
+            "{s:?} is not a relative accuracy from 0.001 to 0.5"
         )),
     }
 }
@@ -307,7 +308,7 @@ pub struct Flags {
     #[arg(long = "statsd.summary-estimator", default_value = "ckms", value_enum)]
     pub statsd_summary_estimator: EstimatorName,
 
-    /// With --statsd.summary-estimator=ddsketch: the relative error allowed on each quantile's value (0.0001 to 0.5).
+    /// With --statsd.summary-estimator=ddsketch: the relative error allowed on each quantile's value (0.001 to 0.5).
     #[arg(long = "statsd.summary-relative-accuracy", default_value = "0.01", value_parser = parse_relative_accuracy, value_name = "FRACTION")]
     pub statsd_summary_relative_accuracy: f64,
 
@@ -658,7 +659,7 @@ mod tests {
                 relative_accuracy: 0.05
             }
         );
-        for bad in ["0", "0.6", "-0.01", "NaN", "1%"] {
+        for bad in ["0", "0.0005", "0.6", "-0.01", "NaN", "1%"] {
             assert!(parse(&[&format!("--statsd.summary-relative-accuracy={bad}")]).is_err());
         }
         assert!(parse(&["--statsd.summary-estimator=tdigest"]).is_err());

@@ -225,7 +225,7 @@ pub struct SketchSummary {
 
 impl SketchSummary {
     /// An empty summary whose first interval starts at `now`, with quantiles within
-    /// `relative_accuracy` (in (0, 1); the flag admits 0.0001 to 0.5) of the exact ones.
+    /// `relative_accuracy` (in (0, 1); the flag admits 0.001 to 0.5) of the exact ones.
     pub fn new(opts: &SummaryOptions, relative_accuracy: f64, now: Instant) -> SketchSummary {
         let (intervals, age_buckets) = Intervals::new(opts, now);
         let windows = if opts.objectives.is_empty() {
@@ -764,6 +764,35 @@ mod tests {
         // Coming down again folds into the lowest kept bucket instead of growing.
         s.observe(1e-8, 1, t0);
         assert!(s.bucket_count() <= max);
+    }
+
+    #[test]
+    fn hostile_values_in_every_interval_stay_within_the_documented_memory() {
+        // Both signs, every magnitude a double has, in each of the five intervals: the worst a
+        // sender can do to one summary. README states 110 KB at α = 1%.
+        let t0 = Instant::now();
+        let o = SummaryOptions {
+            max_age: Duration::from_secs(50),
+            ..opts(&QS)
+        };
+        let alpha = 0.01;
+        let mut s = SketchSummary::new(&o, alpha, t0);
+        for k in 0..5u64 {
+            let at = t0 + Duration::from_secs(10 * k + 1);
+            for e in -320..=308 {
+                for m in [1.0, 3.0] {
+                    s.observe(m * 10f64.powi(e), 1, at);
+                    s.observe(-m * 10f64.powi(e), 1, at);
+                }
+            }
+        }
+        assert_eq!(max_buckets(alpha), 1383);
+        assert!(s.bucket_count() <= 2 * 5 * max_buckets(alpha));
+        assert!(
+            s.bucket_count() * 8 <= 110_640,
+            "{} buckets",
+            s.bucket_count()
+        );
     }
 
     #[test]
