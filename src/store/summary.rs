@@ -1,5 +1,8 @@
 //! The sliding-window summary estimator, behaving like client_golang's `prometheus.Summary`
 //! (which statsd_exporter builds with `Objectives`, `MaxAge`, `AgeBuckets` and `BufCap`).
+//! [`Summary`] is what a series holds: this estimator ([`SlidingSummary`], the default) or,
+//! when the gateway is started with `--statsd.summary-estimator=ddsketch`, the relative-error
+//! sketch of `summary/sketch.rs` over the same window.
 //!
 //! How it ages data, as client_golang does:
 //! * the window `max_age` is covered by `age_buckets` CKMS streams; every observation goes
