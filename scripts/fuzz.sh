@@ -15,7 +15,7 @@ cd "$(dirname "$0")/../fuzz"
 
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(parse_line mapping_config go_float datagram_to_exposition)
+    targets=(parse_line mapping_config go_float datagram_to_exposition summary_estimators)
 fi
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
