@@ -85,8 +85,30 @@ pub struct SlidingSummary {
     hot_end: Option<Instant>,
     /// The interval the head stream was last rotated for (`headStreamExpTime`'s).
     head_interval: u64,
-    sum: f64,
-    count: u64,
+    totals: Totals,
+}
+
+/// `_sum` and `_count`, cumulative over a series' life, kept alike by both estimators.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Totals {
+    pub(crate) sum: f64,
+    pub(crate) count: u64,
+}
+
+impl Totals {
+    /// Adds `value` `count` times; false, and nothing added, when `value` is not finite or
+    /// `_sum` would leave the finite range (a NaN or infinite sum would stay for good).
+    pub(crate) fn add(&mut self, value: f64, count: u32) -> bool {
+        let sum = self.sum + value * f64::from(count);
+        if !sum.is_finite() {
+            return false;
+        }
+        if count > 0 {
+            self.sum = sum;
+            self.count = self.count.saturating_add(u64::from(count));
+        }
+        true
+    }
 }
 
 /// What [`SlidingSummary::observe`] did.
@@ -201,8 +223,7 @@ impl SlidingSummary {
             hot_interval: 0,
             hot_end: None,
             head_interval: 0,
-            sum: 0.0,
-            count: 0,
+            totals: Totals::default(),
         };
         summary.hot_end = summary.intervals.end(0);
         summary
@@ -218,16 +239,10 @@ impl SlidingSummary {
     /// never calls it loses nothing (see the module doc), it only pays for the merge at the
     /// next swap or snapshot instead.
     pub fn observe(&mut self, value: f64, count: u32, now: Instant) -> Observed {
-        let sum = self.sum + value * f64::from(count);
-        if !sum.is_finite() {
+        if !self.totals.add(value, count) {
             return Observed::Refused;
         }
-        if count == 0 {
-            return Observed::Recorded;
-        }
-        self.sum = sum;
-        self.count = self.count.saturating_add(u64::from(count));
-        if self.streams.is_empty() {
+        if count == 0 || self.streams.is_empty() {
             return Observed::Recorded;
         }
         let mut due = false;
@@ -278,8 +293,8 @@ impl SlidingSummary {
         };
         SummarySnapshot {
             quantiles,
-            sum: self.sum,
-            count: self.count,
+            sum: self.totals.sum,
+            count: self.totals.count,
         }
     }
 

@@ -27,7 +27,7 @@
 
 use std::time::Instant;
 
-use super::{Intervals, Observed, SummarySnapshot};
+use super::{Intervals, Observed, SummarySnapshot, Totals};
 use crate::store::options::SummaryOptions;
 
 /// Magnitudes below this count as zero (DDSketch's minimum indexable value).
@@ -219,8 +219,7 @@ pub struct SketchSummary {
     /// The end of `current`; `None` beyond what `Instant` can represent.
     current_end: Option<Instant>,
     intervals: Intervals,
-    sum: f64,
-    count: u64,
+    totals: Totals,
 }
 
 impl SketchSummary {
@@ -242,8 +241,7 @@ impl SketchSummary {
             current: 0,
             current_end: intervals.end(0),
             intervals,
-            sum: 0.0,
-            count: 0,
+            totals: Totals::default(),
         }
     }
 
@@ -252,16 +250,10 @@ impl SketchSummary {
     /// a merge.
     #[inline]
     pub fn observe(&mut self, value: f64, count: u32, now: Instant) -> Observed {
-        let sum = self.sum + value * f64::from(count);
-        if !sum.is_finite() {
+        if !self.totals.add(value, count) {
             return Observed::Refused;
         }
-        if count == 0 {
-            return Observed::Recorded;
-        }
-        self.sum = sum;
-        self.count = self.count.saturating_add(u64::from(count));
-        if self.windows.is_empty() {
+        if count == 0 || self.windows.is_empty() {
             return Observed::Recorded;
         }
         if self.current_end.is_some_and(|end| now > end) {
@@ -288,8 +280,8 @@ impl SketchSummary {
         self.advance(now);
         SummarySnapshot {
             quantiles: self.quantiles(),
-            sum: self.sum,
-            count: self.count,
+            sum: self.totals.sum,
+            count: self.totals.count,
         }
     }
 
@@ -497,6 +489,14 @@ mod tests {
         }
     }
 
+    /// [`opts`] over a 50 s window: 10 s intervals, as client_golang counts them.
+    fn windowed(quantiles: &[f64]) -> SummaryOptions {
+        SummaryOptions {
+            max_age: Duration::from_secs(50),
+            ..opts(quantiles)
+        }
+    }
+
     /// xorshift64*: deterministic data without a dependency.
     struct Rng(u64);
     impl Rng {
@@ -626,10 +626,7 @@ mod tests {
     fn the_window_spans_the_current_interval_and_the_ones_before() {
         // max_age 50 s over 5 buckets: 10 s intervals, as client_golang counts them.
         let t0 = Instant::now();
-        let o = SummaryOptions {
-            max_age: Duration::from_secs(50),
-            ..opts(&[0.0, 0.5, 1.0])
-        };
+        let o = windowed(&[0.0, 0.5, 1.0]);
         let mut s = SketchSummary::new(&o, 0.01, t0);
         let at = |secs: u64| t0 + Duration::from_secs(secs);
         s.observe(1000.0, 1, at(5)); // interval 0
@@ -660,10 +657,7 @@ mod tests {
         // Random times, with gaps of several intervals, checked against the observations
         // whose interval is one of the window's: the last five, as client_golang's.
         let t0 = Instant::now();
-        let o = SummaryOptions {
-            max_age: Duration::from_secs(50),
-            ..opts(&QS)
-        };
+        let o = windowed(&QS);
         let alpha = 0.02;
         let mut s = SketchSummary::new(&o, alpha, t0);
         let mut rng = Rng(42);
@@ -708,10 +702,7 @@ mod tests {
         // Each interval's values span little, but far from the others': the walk over the
         // windows skips the gap (a dense merge would take ~36k buckets here).
         let t0 = Instant::now();
-        let o = SummaryOptions {
-            max_age: Duration::from_secs(50),
-            ..opts(&QS)
-        };
+        let o = windowed(&QS);
         let alpha = 0.01;
         let mut s = SketchSummary::new(&o, alpha, t0);
         let mut data = Vec::new();
@@ -771,10 +762,7 @@ mod tests {
         // Both signs, every magnitude a double has, in each of the five intervals: the worst a
         // sender can do to one summary. README states 110 KB at α = 1%.
         let t0 = Instant::now();
-        let o = SummaryOptions {
-            max_age: Duration::from_secs(50),
-            ..opts(&QS)
-        };
+        let o = windowed(&QS);
         let alpha = 0.01;
         let mut s = SketchSummary::new(&o, alpha, t0);
         for k in 0..5u64 {
