@@ -38,6 +38,7 @@ fn udp(c: &mut Criterion) {
         sockets: 1,
         read_buffer: statsgate::ingest::ReadBuffer::Bytes(8 << 20),
         batch: 32,
+        ..Default::default()
     };
     let listener = start_udp(&opts, Arc::new(workers)).unwrap();
     let target = listener.local_addr().unwrap();

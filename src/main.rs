@@ -196,6 +196,7 @@ fn run(flags: Flags) -> Result<()> {
                 addr,
                 sockets: flags.udp_sockets(),
                 read_buffer: flags.udp_read_buffer(),
+                queue: flags.statsd_udp_packet_queue_size,
                 ..Default::default()
             };
             listeners.push(ingest::start_udp(&opts, sinks.clone()).context("starting the UDP listener")?);

@@ -118,6 +118,7 @@ fn udp_options(sockets: usize) -> UdpOptions {
         sockets,
         read_buffer: ReadBuffer::Bytes(4 << 20),
         batch: 32,
+        ..Default::default()
     }
 }
 

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Parser, ValueEnum};
 
-use crate::ingest::{DEFAULT_READ_BUFFER, ReadBuffer, TcpOptions};
+use crate::ingest::{DEFAULT_PACKET_QUEUE, DEFAULT_READ_BUFFER, ReadBuffer, TcpOptions};
 use crate::line::Dialects;
 use crate::mapping::profile::ENVOY_DIALECTS;
 use crate::mapping::profile::envoy::TagRuleSet;
@@ -284,10 +284,10 @@ pub struct Flags {
     #[arg(long = "statsd.event-flush-interval", default_value = "200ms", value_parser = parse_duration_flag, value_name = "DURATION")]
     pub statsd_event_flush_interval: std::time::Duration,
 
-    /// Accepted for compatibility; no effect (no packet queue: kernel drops are counted in statsd_exporter_udp_packet_drops_total).
+    /// The most UDP datagrams each receive thread reads from its socket and queues for itself while handling is slow (first sights, summary merges), at most 16 MiB of them, so the receive buffer does not overflow (0 = none).
     #[arg(
         long = "statsd.udp-packet-queue-size",
-        default_value = "10000",
+        default_value_t = DEFAULT_PACKET_QUEUE,
         value_name = "N"
     )]
     pub statsd_udp_packet_queue_size: usize,

@@ -2,7 +2,8 @@
 //!
 //! Each listener hands what it reads to a [`Sink`] that it owns outright: one per UDP receive
 //! thread, one per TCP connection, one for the unixgram thread. The sink parses, maps and stores
-//! in place, so there is no channel hop and no lock between the socket and the store. A sink is
+//! in place, so there is no channel hop and no lock between the socket and the store (a UDP
+//! thread slowed down reads ahead into a queue of its own, `backlog.rs`). A sink is
 //! told when a receive batch ends ([`Sink::flush`]) so it can publish its own counters once per
 //! batch rather than once per line.
 //!
@@ -17,10 +18,13 @@
 //! one.
 //!
 //! Files: `udp.rs`, `tcp.rs`, `unixgram.rs` (one listener each), `batch.rs` (the datagram
-//! receive loop), `drops.rs` (the UDP sockets' kernel drop counts), `socket.rs` (socket setup they share), `sys.rs` (every `unsafe` system
+//! receive loop), `backlog.rs` (the bounded queue a UDP receive thread reads ahead into while
+//! handling is slow), `drops.rs` (the UDP sockets' kernel drop counts), `socket.rs` (socket
+//! setup they share), `sys.rs` (every `unsafe` system
 //! call), `relay.rs` (a sink decorator that relays lines to other statsd servers; with several
 //! it reads each line's series, through [`crate::line`], to pick the one that owns it).
 
+mod backlog;
 mod batch;
 mod drops;
 mod relay;
@@ -45,7 +49,7 @@ pub use tcp::{
     DEFAULT_TCP_IDLE_TIMEOUT, DEFAULT_TCP_MAX_CONNECTIONS, RESERVED_DESCRIPTORS, TCP_MAX_LINE,
     TcpOptions, raise_descriptor_limit, start_tcp,
 };
-pub use udp::{UdpOptions, start_udp};
+pub use udp::{DEFAULT_PACKET_QUEUE, UdpOptions, start_udp};
 pub use unixgram::{UnixgramOptions, start_unixgram};
 
 /// Receives what a listener reads. One instance per receive thread / connection, never shared.

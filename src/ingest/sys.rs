@@ -300,6 +300,25 @@ impl BatchReceiver {
     /// Waits for at least one datagram (up to the socket's receive timeout), then takes whatever
     /// else is already queued, up to the batch size. Returns how many were received.
     pub(crate) fn receive(&mut self, fd: &impl AsRawFd) -> io::Result<usize> {
+        self.receive_with(fd, libc::MSG_WAITFORONE, self.headers.len())
+    }
+
+    /// Takes whatever is already queued, up to `max` datagrams and the batch size, without
+    /// waiting: 0 when nothing is.
+    pub(crate) fn receive_queued(&mut self, fd: &impl AsRawFd, max: usize) -> io::Result<usize> {
+        let max = max.min(self.headers.len());
+        match self.receive_with(fd, libc::MSG_DONTWAIT, max) {
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            other => other,
+        }
+    }
+
+    fn receive_with(
+        &mut self,
+        fd: &impl AsRawFd,
+        flags: libc::c_int,
+        max: usize,
+    ) -> io::Result<usize> {
         // The pointers are rebuilt on every call (a few stores per datagram slot) rather than
         // kept from `new`: then none outlives a borrow of the buffers it points into, and the
         // lengths the kernel overwrote are reset to the capacities.
@@ -333,14 +352,14 @@ impl BatchReceiver {
         }
         self.received = 0;
         // SAFETY: every header points at an iovec, a control buffer and (or a null) address
-        // buffer owned by `self` and sized as declared; `headers.len()` is the vector length;
-        // a null timeout is allowed.
+        // buffer owned by `self` and sized as declared; `max` is at most `headers.len()`, so
+        // the kernel writes only headers of the vector; a null timeout is allowed.
         let n = unsafe {
             libc::recvmmsg(
                 fd.as_raw_fd(),
                 self.headers.as_mut_ptr(),
-                self.headers.len() as libc::c_uint,
-                libc::MSG_WAITFORONE as _,
+                max as libc::c_uint,
+                flags as _,
                 std::ptr::null_mut(),
             )
         };
@@ -365,6 +384,11 @@ impl BatchReceiver {
                 .get(i)
                 .and_then(|a| source_ip(a, header.msg_hdr.msg_namelen)),
         }
+    }
+
+    /// Datagrams per call.
+    pub(crate) fn capacity(&self) -> usize {
+        self.headers.len()
     }
 
     /// Whether the kernel writes each datagram's source address.

@@ -31,6 +31,9 @@ use crate::telemetry::catalog;
 
 const LISTENER: &str = "udp";
 
+/// statsd_exporter's `--statsd.udp-packet-queue-size` default.
+pub const DEFAULT_PACKET_QUEUE: usize = 10_000;
+
 /// How to run the UDP listener.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UdpOptions {
@@ -47,17 +50,22 @@ pub struct UdpOptions {
     /// Datagrams taken per `recvmmsg` call. Default 32; must be at least 1. Each socket's
     /// thread preallocates `batch` × 65535 bytes.
     pub batch: usize,
+    /// The most datagrams each receive thread reads from its socket and sets aside while
+    /// handling is slow (statsd_exporter's `--statsd.udp-packet-queue-size`), at most 16 MiB
+    /// of them; 0 sets none aside. Default 10,000.
+    pub queue: usize,
 }
 
 impl Default for UdpOptions {
     /// `[::]:9125` (statsd_exporter's `:9125`), 1 socket, the largest receive buffer the
-    /// kernel allows up to 8 MiB, batches of 32.
+    /// kernel allows up to 8 MiB, batches of 32, a queue of 10,000 datagrams.
     fn default() -> Self {
         UdpOptions {
             addr: SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), 9125),
             sockets: 1,
             read_buffer: ReadBuffer::Largest(super::DEFAULT_READ_BUFFER),
             batch: 32,
+            queue: DEFAULT_PACKET_QUEUE,
         }
     }
 }
@@ -106,6 +114,7 @@ pub fn start_udp<F: SinkFactory>(
         listener = "udp",
         address = %local_addr,
         sockets = opts.sockets,
+        packet_queue = opts.queue,
         read_buffer = first.map(|g| g.bytes),
         read_buffer_set = first.map_or("system default", |g| g.option),
         "accepting statsd over UDP"
@@ -126,6 +135,7 @@ pub fn start_udp<F: SinkFactory>(
         listener: LISTENER,
         batch: opts.batch,
         packets: &catalog::UDP_PACKETS,
+        queue: opts.queue,
     };
     let address = local_addr.to_string();
     for (index, socket) in sockets.into_iter().enumerate() {
@@ -343,6 +353,7 @@ mod tests {
             sockets,
             read_buffer: ReadBuffer::System,
             batch: 4,
+            queue: DEFAULT_PACKET_QUEUE,
         }
     }
 

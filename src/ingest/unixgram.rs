@@ -88,6 +88,9 @@ pub fn start_unixgram<F: SinkFactory>(
         listener: LISTENER,
         batch: UNIXGRAM_BATCH,
         packets: &catalog::UNIXGRAM_PACKETS,
+        // A unixgram sender blocks while the receive buffer is full instead of losing
+        // datagrams, so there is nothing to set aside.
+        queue: 0,
     };
     let name = "statsgate-unixgram".to_owned();
     let sink = factory.make_sink();

@@ -126,11 +126,14 @@ families! { RECORDED:
         "The total number of StatsD events discarded due to errors.";
     UDP_PACKETS: Counter "statsd_exporter_udp_packets_total" []
         "The total number of StatsD packets received over UDP.";
-    // statsd_exporter counts what its full internal queue dropped; statsgate has no queue, so
-    // this counts what the kernel dropped because a socket's receive buffer was full. Set
-    // from the sockets' own counts each time the self-metrics are rendered (`ingest/drops.rs`).
+    // statsd_exporter counts what its full internal queue dropped; statsgate's queue never
+    // drops (a full one leaves datagrams in the kernel's buffer), so this counts what the
+    // kernel dropped because a socket's receive buffer was full. Set from the sockets' own
+    // counts each time the self-metrics are rendered (`ingest/drops.rs`).
     UDP_PACKET_DROPS: Counter "statsd_exporter_udp_packet_drops_total" []
         "The total number of StatsD packets the kernel dropped because a UDP socket's receive buffer was full (the sockets' drop counts, read on each scrape).";
+    UDP_PACKETS_QUEUED: Counter "statsgate_udp_packets_queued_total" []
+        "UDP datagrams a receive thread read from its socket while busy and queued for itself (at most --statsd.udp-packet-queue-size), so that its receive buffer did not overflow.";
     TCP_CONNECTIONS: Counter "statsd_exporter_tcp_connections_total" []
         "The total number of TCP connections handled.";
     TCP_CONNECTION_ERRORS: Counter "statsd_exporter_tcp_connection_errors_total" []
