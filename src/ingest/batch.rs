@@ -124,21 +124,13 @@ pub(crate) fn run_receive_loop<S: Sink>(
         match receiver.receive(socket) {
             Ok(n) => {
                 spill.clock.read();
-                counters.packets.increment(n as u64);
-                let mut bytes = 0u64;
-                for i in 0..n {
-                    let datagram = receiver.datagram(i);
-                    bytes += datagram.payload.len() as u64;
-                    let Some(payload) = accept(&datagram, counters, listener) else {
-                        continue;
-                    };
+                each_accepted(receiver, n, counters, listener, |payload, source| {
                     if name_senders {
-                        sink.sender(datagram.source);
+                        sink.sender(source);
                     }
                     sink.datagram(payload);
                     spill.after(payload.len(), socket, backlog, counters, listener);
-                }
-                counters.bytes.increment(bytes);
+                });
                 sink.flush();
             }
             Err(err) => match err.kind() {
@@ -189,6 +181,27 @@ fn handle_backlog<S: Sink>(
         }
     }
     sink.flush();
+}
+
+/// Counts the `n` datagrams `receiver` just took and their bytes, and calls `each` with the
+/// payload and sender of every one that was not cut.
+fn each_accepted(
+    receiver: &BatchReceiver,
+    n: usize,
+    counters: &LoopCounters,
+    listener: &'static str,
+    mut each: impl FnMut(&[u8], Option<IpAddr>),
+) {
+    counters.packets.increment(n as u64);
+    let mut bytes = 0u64;
+    for i in 0..n {
+        let datagram = receiver.datagram(i);
+        bytes += datagram.payload.len() as u64;
+        if let Some(payload) = accept(&datagram, counters, listener) {
+            each(payload, datagram.source);
+        }
+    }
+    counters.bytes.increment(bytes);
 }
 
 /// Records the drop count a datagram carries and returns its payload, or `None` (logged) for
@@ -268,22 +281,13 @@ impl Spill {
                 // Left to the main loop's next receive, which reports it.
                 Err(_) => return,
             };
-            counters.packets.increment(n as u64);
-            let mut bytes = 0u64;
             let mut queued = 0u64;
-            for i in 0..n {
-                let datagram = receiver.datagram(i);
-                bytes += datagram.payload.len() as u64;
-                let Some(payload) = accept(&datagram, counters, listener) else {
-                    continue;
-                };
-                let source: Option<IpAddr> = if sources { datagram.source } else { None };
+            each_accepted(receiver, n, counters, listener, |payload, source| {
                 // Cannot fail: `room` was checked for datagrams of the largest size.
-                let pushed = backlog.push(payload, source);
+                let pushed = backlog.push(payload, if sources { source } else { None });
                 debug_assert!(pushed, "the backlog had room for the batch");
                 queued += u64::from(pushed);
-            }
-            counters.bytes.increment(bytes);
+            });
             counters.queued.increment(queued);
             if n < room {
                 return;
