@@ -284,7 +284,7 @@ impl Spill {
             let mut queued = 0u64;
             each_accepted(receiver, n, counters, listener, |payload, source| {
                 // Cannot fail: `room` was checked for datagrams of the largest size.
-                let pushed = backlog.push(payload, if sources { source } else { None });
+                let pushed = backlog.push(payload, source);
                 debug_assert!(pushed, "the backlog had room for the batch");
                 queued += u64::from(pushed);
             });

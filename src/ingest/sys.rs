@@ -306,7 +306,6 @@ impl BatchReceiver {
     /// Takes whatever is already queued, up to `max` datagrams and the batch size, without
     /// waiting: 0 when nothing is.
     pub(crate) fn receive_queued(&mut self, fd: &impl AsRawFd, max: usize) -> io::Result<usize> {
-        let max = max.min(self.headers.len());
         match self.receive_with(fd, libc::MSG_DONTWAIT, max) {
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(0),
             other => other,
@@ -351,6 +350,8 @@ impl BatchReceiver {
             header.msg_len = 0;
         }
         self.received = 0;
+        // Clamped here, next to the call it guards, rather than by each caller.
+        let max = max.min(self.headers.len());
         // SAFETY: every header points at an iovec, a control buffer and (or a null) address
         // buffer owned by `self` and sized as declared; `max` is at most `headers.len()`, so
         // the kernel writes only headers of the vector; a null timeout is allowed.
