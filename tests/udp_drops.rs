@@ -204,3 +204,64 @@ fn an_explicit_buffer_is_set_as_statsd_exporter_sets_it() {
         "{event}"
     );
 }
+
+const QUEUED: &str = "statsgate_udp_packets_queued_total";
+const LINES: &str = "statsd_exporter_lines_total";
+
+/// Sends `datagrams` datagrams of 25 lines each, every line a new counter, four datagrams
+/// every 250 µs or so from one socket, and returns the lines sent: about 400 new series a
+/// millisecond, more than a gateway (a debug build all the more) can create, so it falls
+/// behind while they arrive, yet few enough between two reads ahead for any receive buffer.
+fn new_series_burst(gw: &Gateway, datagrams: usize) -> u64 {
+    let udp = gw.udp.expect("udp listener");
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut lines = 0;
+    for d in 0..datagrams {
+        // Joined, not ended, by newlines: statsd_exporter counts the empty line after a final
+        // newline in statsd_exporter_lines_total too.
+        let payload = (0..25)
+            .map(|l| format!("burst.series_{d}_{l}:1|c"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        client.send_to(payload.as_bytes(), udp).unwrap();
+        lines += 25;
+        if d % 4 == 3 {
+            std::thread::sleep(Duration::from_micros(250));
+        }
+    }
+    lines
+}
+
+/// Through the real binary: a burst of new series slows the receive thread, which reads its
+/// socket ahead into the queue (`--statsd.udp-packet-queue-size`, default 10,000) and loses
+/// nothing; the flag's 0 turns the queue off.
+#[test]
+fn a_receive_thread_slowed_by_new_series_reads_ahead_into_its_queue() {
+    let gw = Gateway::start(&["--statsd.udp-sockets=1"]);
+    let sent = new_series_burst(&gw, 400);
+    let s = gw.wait_for("every line counted", |s| s.count(LINES) >= sent as f64);
+    assert_eq!(s.count(LINES), sent as f64);
+    assert_eq!(s.count(DROPS), 0.0);
+    assert!(
+        s.count(QUEUED) > 0.0,
+        "handling 10,000 first sights took the thread away from its socket for over 1 ms at a \
+         time, so it read ahead: {}",
+        s.count(QUEUED)
+    );
+    let event = gw
+        .log_events()
+        .into_iter()
+        .find(|e| e.get("listener").and_then(|l| l.as_str()) == Some("udp"))
+        .expect("the UDP listener is announced");
+    assert_eq!(
+        event.get("packet_queue").and_then(|q| q.as_u64()),
+        Some(10_000)
+    );
+
+    let gw = Gateway::start(&["--statsd.udp-sockets=1", "--statsd.udp-packet-queue-size=0"]);
+    let sent = new_series_burst(&gw, 40);
+    let s = gw.wait_for("every line counted or dropped", |s| {
+        s.count(LINES) + 25.0 * s.count(DROPS) >= sent as f64
+    });
+    assert_eq!(s.count(QUEUED), 0.0, "no queue");
+}
